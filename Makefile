@@ -1,0 +1,62 @@
+# course-adv: two commands set up a fresh machine.
+#   make lab    set up .venv (if missing or stale), then open the course in JupyterLab
+#   make test   set up .venv, then run everything: ruff, nbstripout, unit tests, nbval (quick mode)
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.course-adv-installed
+LAB_ARGS ?=
+NOTEBOOKS := $(wildcard notebooks/*.ipynb) $(wildcard solutions/*.ipynb) $(wildcard exercises/*.ipynb)
+# nbval gets a fresh checkpoint cache each run, so notebook 00 really trains and 02 really reuses it
+NBVAL_CACHE := $(CURDIR)/.pytest_cache/course_adv_nbval
+
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+export MPLBACKEND := Agg
+
+.PHONY: lab test setup lint unit nbval exercises bench clean help
+
+help:
+	@echo "make lab    set up, then open the course in JupyterLab"
+	@echo "make test   set up, then run ruff, nbstripout, unit tests and nbval (quick mode)"
+	@echo "make bench  print the benchmark figures (attacks, defences)"
+
+setup: $(STAMP)
+
+# The venv is stale when pyproject.toml changed or its interpreter no longer runs; then rebuild it.
+$(STAMP): pyproject.toml
+	@if ! $(BIN)/python -c "import sys" >/dev/null 2>&1; then \
+		echo "creating $(VENV) with $(PYTHON)"; rm -rf $(VENV); $(PYTHON) -m venv $(VENV); fi
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=23.1"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks $(LAB_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/nbstripout --verify $(NOTEBOOKS)
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests -q
+
+nbval: $(STAMP)
+	rm -rf "$(NBVAL_CACHE)"
+	COURSE_ADV_QUICK=1 COURSE_ADV_CACHE="$(NBVAL_CACHE)" $(BIN)/python -m pytest -q \
+		--nbval-lax --nbval-current-env --nbval-cell-timeout=900 -p no:cacheprovider \
+		notebooks solutions
+
+test: lint unit nbval
+	@echo "make test: all passed"
+
+exercises: $(STAMP)
+	$(BIN)/course-adv make-exercises
+
+bench: $(STAMP)
+	$(BIN)/python -m course_adv.bench attacks
+	$(BIN)/python -m course_adv.defences_report
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

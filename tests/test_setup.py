@@ -1,0 +1,76 @@
+"""The set-up files agree with each other: pyproject.toml, environment.yml, Makefile, CI."""
+
+import re
+import sys
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parents[1]
+CONDA_NAMES = {"torch": "pytorch"}
+
+
+def _pyproject():
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def _requirements(spec_list):
+    out = {}
+    for spec in spec_list:
+        name, rest = re.match(r"([A-Za-z0-9_.-]+)(.*)", spec.replace(" ", "")).groups()
+        out[name.lower()] = rest
+    return out
+
+
+def _conda_dependencies():
+    deps = {}
+    text = (ROOT / "environment.yml").read_text()
+    for line in text.split("dependencies:", 1)[1].splitlines():
+        m = re.match(r"\s*-\s+([A-Za-z0-9_.-]+)([<>=!].*)?$", line)
+        if m and not line.startswith("      "):  # skip the nested pip: list
+            deps[m.group(1).lower()] = m.group(2) or ""
+    return deps
+
+
+def test_environment_yml_matches_pyproject():
+    project = _pyproject()["project"]
+    wanted = _requirements(project["dependencies"] + project["optional-dependencies"]["dev"])
+    conda = _conda_dependencies()
+    for name, spec in wanted.items():
+        conda_name = CONDA_NAMES.get(name, name)
+        assert conda_name in conda, (
+            f"environment.yml lacks {conda_name} (pyproject asks for {name}{spec})"
+        )
+        assert conda[conda_name] == spec, (
+            f"{conda_name}: environment.yml {conda[conda_name]!r} != pyproject {spec!r}"
+        )
+    extra = set(conda) - {CONDA_NAMES.get(n, n) for n in wanted} - {"python", "pip"}
+    assert not extra, f"environment.yml has packages pyproject.toml lacks: {sorted(extra)}"
+    assert conda["python"] == project["requires-python"]
+
+
+def test_environment_yml_uses_conda_forge_only():
+    text = (ROOT / "environment.yml").read_text()
+    channels = re.search(r"channels:\n((?:\s+-.*\n)+)", text).group(1)
+    assert [c.strip("- \n") for c in channels.splitlines()] == ["conda-forge", "nodefaults"]
+
+
+def test_torch_is_never_required_newer_than_2_14_1():
+    deps = _requirements(_pyproject()["project"]["dependencies"])
+    assert "<=2.14.1" in deps["torch"] and "<=0.29.1" in deps["torchvision"]
+    assert "==" not in "".join(deps.values()), "use version ranges, not exact pins"
+
+
+def test_ci_runs_make_test():
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
+    makefile = (ROOT / "Makefile").read_text()
+    for target in ("lab:", "test:", "nbval:"):
+        assert target in makefile
+    assert "COURSE_ADV_QUICK=1" in makefile and "--nbval-current-env" in makefile
+
+
+def test_console_script_is_declared():
+    assert _pyproject()["project"]["scripts"]["course-adv"] == "course_adv.cli:main"
