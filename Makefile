@@ -38,9 +38,11 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/nbstripout --verify $(NOTEBOOKS)
+	$(BIN)/course-adv make-exercises --check
 
+# one torch thread in tests: on 2 cores, competing thread pools slow runs down 4-8x
 unit: $(STAMP)
-	$(BIN)/python -m pytest tests -q
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests -q
 
 nbval: $(STAMP)
 	rm -rf "$(NBVAL_CACHE)"

@@ -1,0 +1,544 @@
+"""Adversarial attacks: FGSM, BIM, PGD (l-inf and l2), targeted, least-likely class, DeepFool.
+
+One plain function per attack, each a short loop you can read top to bottom. They share:
+
+- ``_validate``: every argument is checked once, before the attack, with a message that names
+  the argument and the fix (never ``assert``, never inside the loop).
+- ``eval_mode``: the model runs in eval mode and every submodule gets its own mode back.
+- ``_input_grad``: one forward pass and the gradient of the loss with respect to the *input
+  only* (``torch.autograd.grad``), so the parameters' ``.grad`` is never touched.
+
+Conventions (COURSE.md section 2): pixels in [0, 1] and eps in those units; every iterate is
+projected onto the eps-ball around the clean input, then clipped to [0, 1]; ``y=None`` means
+"attack the model's own predictions" (no label leaking); the input is never mutated; the
+result is detached, on the input's device and dtype.
+
+Iterative attacks (``pgd``, ``bim``, ``iterative_least_likely``) stop moving an example as
+soon as an iterate fools the model, and return that iterate. So robust accuracy can be read
+off the returned tensor alone: if any iterate the attack evaluated fooled the model, the
+returned one does.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from itertools import chain
+from numbers import Integral, Real
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "fgsm",
+    "pgd",
+    "bim",
+    "bim_schedule",
+    "least_likely_class",
+    "iterative_least_likely",
+    "deepfool",
+    "eval_mode",
+    "NORMS",
+    "LOSSES",
+]
+
+NORMS = ("inf", "2")
+LOSSES = ("ce", "cw")
+_PROBE = 16  # rows of x the output check runs the model on (cheap next to the attack itself)
+
+
+# ----------------------------------------------------------------------------- attacks
+
+
+def fgsm(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor | None = None,
+    eps: float | None = None,
+    *,
+    targeted: bool = False,
+) -> Tensor:
+    """Fast Gradient Sign Method: one step of size ``eps`` along the sign of the input gradient.
+
+    Goodfellow, Shlens & Szegedy 2015, "Explaining and Harnessing Adversarial Examples",
+    section 4 (the lecture's eq. (1))::
+
+        x_adv = clip_[0,1]( x + eps * sign(grad_x L(theta, x, y)) )
+
+    With ``targeted=True``, ``y`` holds the target classes and the step goes *down* the loss
+    of the target: ``x - eps * sign(grad_x L(theta, x, y_target))``.
+
+    Args:
+        model: a classifier returning logits (not probabilities).
+        x: a batch of inputs in [0, 1], shape (N, ...).
+        y: true labels (N,), the targets when ``targeted``, or ``None`` for the model's own
+            predictions on ``x``.
+        eps: the l-inf budget in pixel units, e.g. 0.3 (= 76.5/255). Required.
+        targeted: move toward the classes ``y`` instead of away from them.
+    """
+    if eps is None:
+        raise TypeError("fgsm() needs eps, the l-inf budget in pixel units, e.g. eps=0.1")
+    with eval_mode(model):
+        y = _validate(model, x, y, eps=eps, targeted=targeted)
+        x = x.detach()
+        grad, _ = _input_grad(model, x, y, "ce", targeted)
+    return (x + eps * grad.sign()).clamp(0, 1)
+
+
+def pgd(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor | None,
+    eps: float,
+    alpha: float,
+    steps: int,
+    *,
+    random_start: bool = True,
+    restarts: int = 1,
+    targeted: bool = False,
+    norm: str = "inf",
+    loss: str = "ce",
+) -> Tensor:
+    """Projected Gradient Descent (ascent on the loss), l-inf or l2.
+
+    Madry, Makelov, Schmidt, Tsipras & Vladu 2018, "Towards Deep Learning Models Resistant to
+    Adversarial Attacks", section 2.1: the inner maximisation of the saddle-point problem
+    (eq. (2.1)) solved by projected steps::
+
+        x_{t+1} = clip_[0,1]( Proj_{B(x, eps)}( x_t + alpha * d_t ) )
+
+    with ``d_t = sign(grad)`` for ``norm="inf"`` and ``d_t = grad / ||grad||_2`` for
+    ``norm="2"``. ``random_start`` draws ``x_0`` uniformly from the eps-ball (then clips);
+    without it ``x_0 = x`` and, for l-inf, this is BIM (Kurakin et al. 2016).
+
+    What comes back, per example: the first iterate that fooled the model (predicted class
+    differs from ``y``, or equals it when ``targeted``); the attack stops moving an example
+    once it is fooled. If no evaluated iterate fooled, the last iterate. With ``restarts > 1``
+    each restart starts from a fresh random point, only the examples not yet fooled are
+    attacked again, and the result is the first fooling iterate found, else the final iterate
+    with the highest loss. Either way, checking the returned tensor tells whether any
+    iterate fooled the model.
+
+    Args:
+        model: a classifier returning logits.
+        x: inputs in [0, 1], shape (N, ...).
+        y: true labels (N,), targets when ``targeted``, or ``None`` for the model's own
+            predictions on the clean ``x``.
+        eps: radius of the ball, in pixel units (l-inf) or l2 norm.
+        alpha: step size (pixel units for l-inf, l2 length for l2).
+        steps: number of gradient steps (each one forward and one backward pass).
+        random_start: start from a uniform random point in the ball.
+        restarts: number of runs (each from a new random start).
+        targeted: descend the loss of the target classes ``y`` instead.
+        norm: ``"inf"`` or ``"2"``.
+        loss: ``"ce"`` (cross-entropy) or ``"cw"``, the logit margin
+            ``max_{j != y} z_j - z_y`` (Carlini & Wagner 2017's f_6 without kappa), which does
+            not saturate like the softmax does; attacking with both is a stronger evaluation.
+
+    Cost: ``steps`` forward + backward passes per restart, plus one forward pass on ``x`` when
+    ``y`` is None and, with ``restarts > 1``, one per restart to rank the last iterates.
+    Restarts only differ with ``random_start=True``.
+    """
+    opts = dict(eps=eps, alpha=alpha, steps=steps, norm=norm, loss=loss, targeted=targeted)
+    with eval_mode(model):
+        y = _validate(model, x, y, restarts=restarts, **opts)
+        x = x.detach()
+        best, fooled = _pgd_run(model, x, y, random_start, **opts)
+        if restarts == 1:
+            return best  # (ranking restarts needs one more forward pass, for the last iterate)
+        fooled, best_loss = _score(model, best, y, fooled, loss, targeted)
+        for _ in range(restarts - 1):
+            todo = (~fooled).nonzero().squeeze(1)  # later restarts attack only the survivors
+            if len(todo) == 0:
+                break
+            x_new, fooled_new = _pgd_run(model, x[todo], y[todo], random_start, **opts)
+            fooled_new, loss_new = _score(model, x_new, y[todo], fooled_new, loss, targeted)
+            better = fooled_new | (loss_new > best_loss[todo])
+            best[todo[better]] = x_new[better]
+            best_loss[todo[better]] = loss_new[better]
+            fooled[todo] = fooled_new
+    return best
+
+
+def bim_schedule(eps: float) -> tuple[float, int]:
+    """Kurakin et al. 2016's defaults: step 1/255 and ``min(eps*255 + 4, 1.25*eps*255)`` steps.
+
+    Kurakin, Goodfellow & Bengio 2016, "Adversarial Examples in the Physical World",
+    section 2.2: each step changes a pixel by at most 1 (of 255), and the number of iterations
+    is ``min(eps + 4, 1.25 eps)`` with eps in 0-255 units: enough steps to reach the edge of
+    the ball, and a few more. Rounded down (as in cleverhans), and at least 1.
+    """
+    _check_real("eps", eps, minimum=0.0)
+    e = eps * 255
+    return 1 / 255, max(1, int(min(e + 4, 1.25 * e) + 1e-9))
+
+
+def bim(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor | None,
+    eps: float,
+    alpha: float | None = None,
+    steps: int | None = None,
+    *,
+    targeted: bool = False,
+) -> Tensor:
+    """Basic Iterative Method: FGSM repeated with a small step, clipped to the eps-ball.
+
+    Kurakin, Goodfellow & Bengio 2016, section 2.2::
+
+        x_0 = x,   x_{N+1} = Clip_{x,eps}{ x_N + alpha * sign(grad_x J(x_N, y_true)) }
+
+    This is ``pgd`` with ``norm="inf"`` and no random start (so it stops at the first iterate
+    that fools, see ``pgd``). ``alpha`` and ``steps`` default to ``bim_schedule(eps)``.
+    """
+    default_alpha, default_steps = bim_schedule(eps)
+    alpha = default_alpha if alpha is None else alpha
+    steps = default_steps if steps is None else steps
+    return pgd(model, x, y, eps, alpha, steps, random_start=False, targeted=targeted)
+
+
+def least_likely_class(model: nn.Module, x: Tensor) -> Tensor:
+    """The class the model finds least likely for each input: ``argmin_y p(y | x)``.
+
+    Kurakin et al. 2016, section 2.3: the target of the iterative least-likely class method,
+    chosen so that reaching it is a "highly undesirable" misclassification (e.g. a dog for a cat
+    is a small mistake, a dog for an aeroplane a big one).
+    """
+    with eval_mode(model):
+        _validate(model, x, labels=False)
+        with torch.no_grad():
+            return model(x.detach()).argmin(1)
+
+
+def iterative_least_likely(
+    model: nn.Module,
+    x: Tensor,
+    eps: float,
+    alpha: float | None = None,
+    steps: int | None = None,
+) -> Tensor:
+    """Iterative least-likely class method: targeted BIM toward ``least_likely_class(x)``.
+
+    Kurakin et al. 2016, section 2.3::
+
+        y_LL = argmin_y p(y | x),   x_{N+1} = Clip_{x,eps}{ x_N - alpha * sign(grad_x J(x_N, y_LL)) }
+
+    ``alpha`` and ``steps`` default to ``bim_schedule(eps)``.
+    """
+    return bim(model, x, least_likely_class(model, x), eps, alpha, steps, targeted=True)
+
+
+def deepfool(
+    model: nn.Module,
+    x: Tensor,
+    *,
+    num_classes: int = 10,
+    overshoot: float = 0.02,
+    max_iter: int = 50,
+) -> tuple[Tensor, Tensor]:
+    """DeepFool: the smallest l2 step to the nearest (linearised) decision boundary, repeated.
+
+    Moosavi-Dezfooli, Fawzi & Frossard 2016, "DeepFool: a simple and accurate method to fool
+    deep neural networks", Algorithm 2 (multi-class). With k0 the clean prediction, at x_i::
+
+        w'_k = grad f_k(x_i) - grad f_k0(x_i),   f'_k = f_k(x_i) - f_k0(x_i)
+        l    = argmin_{k != k0} |f'_k| / ||w'_k||_2
+        r_i  = |f'_l| / ||w'_l||_2^2 * w'_l
+
+    until the prediction changes; the total perturbation is ``(1 + overshoot) * sum_i r_i``
+    (the paper's 1 + eta, with eta = 0.02 in its experiments). As in the authors' code, each step is lengthened
+    by 1e-4 and only the ``num_classes`` classes the model ranks highest on the clean input
+    are candidates. Iterates are clipped to [0, 1] (course convention; the paper does not).
+
+    Returns:
+        ``(x_adv, norms)``: the adversarial examples and the l2 norm of each perturbation
+        ``||x_adv - x||_2``, a measure of the distance to the decision boundary (notebook 09
+        ranks unlabeled points by it). Examples still not flipped after ``max_iter``
+        iterations come back as the last iterate; check the predictions if that matters.
+    """
+    with eval_mode(model):
+        _validate(model, x, labels=False)
+        _check_int("num_classes", num_classes, minimum=2)
+        _check_real("overshoot", overshoot, minimum=0.0)
+        _check_int("max_iter", max_iter, minimum=1)
+        x = x.detach()
+        with torch.no_grad():
+            logits = model(x)
+        candidates = logits.topk(min(num_classes, logits.shape[1]), dim=1).indices  # k0 first
+        r_total = torch.zeros_like(x)
+        x_adv = x.clone()
+        active = torch.ones(len(x), dtype=torch.bool, device=x.device)
+        for _ in range(max_iter):
+            idx = active.nonzero().squeeze(1)
+            if len(idx) == 0:
+                break
+            logits, f, grads = _class_grads(model, x_adv[idx], candidates[idx])
+            still = logits.argmax(1) == candidates[idx, 0]  # not flipped yet
+            active[idx] = still
+            w = grads[:, 1:] - grads[:, :1]  # w'_k, shape (n, K-1, ...)
+            w_norm = w.flatten(2).norm(dim=2).clamp_min(1e-12)
+            dist = (f[:, 1:] - f[:, :1]).abs() / w_norm  # |f'_k| / ||w'_k||
+            l = dist.argmin(1)
+            rows = torch.arange(len(idx), device=x.device)
+            scale = (dist[rows, l] + 1e-4) / w_norm[rows, l] * still  # flipped ones stay put
+            r_total[idx] += _rows(scale, x) * w[rows, l]
+            x_adv[idx] = (x[idx] + (1 + overshoot) * r_total[idx]).clamp(0, 1)
+    return x_adv, (x_adv - x).flatten(1).norm(dim=1)
+
+
+# ----------------------------------------------------------------------------- the steps
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Run ``model`` in eval mode inside the block; afterwards every submodule has its old mode.
+
+    Restoring module by module (rather than ``model.train(was_training)``) keeps mixed set-ups
+    intact, e.g. a frozen BatchNorm inside a model that is otherwise training. Eval mode also
+    means BatchNorm uses (and never updates) its running statistics, and dropout is off.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+def _loss(logits: Tensor, y: Tensor, loss: str, targeted: bool) -> Tensor:
+    """Per-example loss the attack *ascends* (targeted: the negated loss of the target)."""
+    if loss == "ce":
+        value = F.cross_entropy(logits, y, reduction="none")
+        return -value if targeted else value
+    # "cw": the margin between the best other logit and the label's logit
+    z_y = logits.gather(1, y[:, None]).squeeze(1)
+    z_other = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), -math.inf).amax(1)
+    return z_y - z_other if targeted else z_other - z_y
+
+
+def _input_grad(
+    model: nn.Module, x_adv: Tensor, y: Tensor, loss: str, targeted: bool
+) -> tuple[Tensor, Tensor]:
+    """One forward pass; return the gradient of the summed loss w.r.t. the input, and the logits.
+
+    ``torch.autograd.grad`` differentiates with respect to ``x_adv`` alone: nothing is
+    accumulated into the parameters' ``.grad``. The loss is summed (not averaged) so that each
+    example's gradient does not depend on the batch size.
+    """
+    with torch.enable_grad():  # attacks also work when called under torch.no_grad()
+        x_adv = x_adv.detach().requires_grad_()
+        logits = model(x_adv)
+        (grad,) = torch.autograd.grad(
+            _loss(logits, y, loss, targeted).sum(), x_adv, materialize_grads=True
+        )
+    # the attacks update the gradient in place; for a model that only sums its input, autograd
+    # hands back an expanded view of one number per example, which cannot be written to
+    return grad.contiguous(), logits.detach()
+
+
+def _is_fooled(logits: Tensor, y: Tensor, targeted: bool) -> Tensor:
+    """Per example: predicted the target (targeted), or anything but ``y`` (untargeted)."""
+    return logits.argmax(1) == y if targeted else logits.argmax(1) != y
+
+
+def _rows(v: Tensor, x: Tensor) -> Tensor:
+    """Reshape a per-example vector (N,) to broadcast against x (N, ...)."""
+    return v.view(-1, *([1] * (x.ndim - 1)))
+
+
+def _l2(v: Tensor) -> Tensor:
+    """Per-example l2 norm, shaped to broadcast against v."""
+    return _rows(v.flatten(1).norm(dim=1), v)
+
+
+def _random_start(x: Tensor, eps: float, norm: str) -> Tensor:
+    """A point drawn uniformly from the eps-ball around x, clipped to [0, 1]."""
+    if norm == "inf":
+        delta = torch.empty_like(x).uniform_(-eps, eps)
+    else:  # uniform in the l2 ball: a uniform direction, radius eps * U^(1/d)
+        delta = torch.randn_like(x)
+        radius = torch.rand(len(x), dtype=x.dtype, device=x.device) ** (1 / x[0].numel())
+        delta = delta * _rows(eps * radius, x) / _l2(delta).clamp_min(1e-12)
+    return (x + delta).clamp(0, 1)
+
+
+def _l2_step(x_adv: Tensor, grad: Tensor, x: Tensor, eps: float, alpha: float) -> Tensor:
+    """Step ``alpha`` along grad / ||grad||_2, project onto the l2 eps-ball around x, clip."""
+    grad_norm = _l2(grad)
+    x_new = x_adv + alpha * grad / grad_norm.clamp_min(1e-12)
+    delta = x_new - x
+    delta = delta * (eps / _l2(delta).clamp_min(1e-12)).clamp(max=1.0)
+    x_new = (x + delta).clamp(0, 1)  # clipping moves each pixel toward x: still in the ball
+    return torch.where(grad_norm > 0, x_new, x_adv)  # no gradient, no move
+
+
+def _pgd_run(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    random_start: bool,
+    *,
+    eps: float,
+    alpha: float,
+    steps: int,
+    norm: str,
+    loss: str,
+    targeted: bool,
+) -> tuple[Tensor, Tensor]:
+    """One PGD run: the iterates, and which examples an evaluated iterate fooled."""
+    x_adv = _random_start(x, eps, norm) if random_start else x
+    low, high = (x - eps).clamp(min=0), (x + eps).clamp(max=1)  # l-inf ball and [0, 1]: a box
+    fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+    # the in-place updates below touch only tensors this loop owns (grad, the new x_adv): fewer
+    # passes over memory keep PGD close to the cost of its bare passes (see course_adv.bench)
+    for _ in range(steps):
+        grad, logits = _input_grad(model, x_adv, y, loss, targeted)
+        fooled |= _is_fooled(logits, y, targeted)
+        grad *= _rows(~fooled, x)  # no gradient, no step: a fooled example stays where it is
+        if norm == "inf":  # x_adv + alpha * sign(grad), projected and clipped by one clamp
+            x_adv = torch.add(x_adv, grad.sign_(), alpha=alpha).clamp_(low, high)
+        else:
+            x_adv = _l2_step(x_adv, grad, x, eps, alpha)
+    return x_adv, fooled
+
+
+def _score(
+    model: nn.Module, x_adv: Tensor, y: Tensor, fooled: Tensor, loss: str, targeted: bool
+) -> tuple[Tensor, Tensor]:
+    """Evaluate a run's last iterate: (fooled by any iterate, loss), to rank restarts."""
+    with torch.no_grad():
+        logits = model(x_adv)
+    return fooled | _is_fooled(logits, y, targeted), _loss(logits, y, loss, targeted)
+
+
+def _class_grads(model: nn.Module, x: Tensor, classes: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Logits (n, C), the logits of ``classes`` (n, K) and their input gradients (n, K, ...)."""
+    with torch.enable_grad():
+        x = x.detach().requires_grad_()
+        logits = model(x)
+        f = logits.gather(1, classes)
+        k = f.shape[1]
+        grads = [
+            torch.autograd.grad(f[:, j].sum(), x, retain_graph=j < k - 1, materialize_grads=True)[0]
+            for j in range(k)
+        ]
+    return logits.detach(), f.detach(), torch.stack(grads, dim=1)
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _validate(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor | None = None,
+    *,
+    eps: float = 0.0,
+    alpha: float = 1.0,
+    steps: int = 1,
+    restarts: int = 1,
+    norm: str = "inf",
+    loss: str = "ce",
+    targeted: bool = False,
+    labels: bool = True,
+) -> Tensor | None:
+    """Check every argument once, before the attack; return the labels to attack with.
+
+    Must run inside ``eval_mode(model)`` (which checks that ``model`` is a module): it runs the
+    model on a few rows of ``x`` to check that it returns logits (and, for ``y=None``, on all of ``x`` for its predictions).
+    With ``labels=False`` (attacks that take no labels) it returns None.
+    """
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor in [0, 1], got dtype {x.dtype}")
+    if x.ndim < 2 or len(x) == 0:
+        raise ValueError(f"x must be a non-empty batch of shape (N, ...), got {tuple(x.shape)}")
+    _check_real("eps", eps, minimum=0.0)
+    _check_real("alpha", alpha, minimum=0.0, strict=True)
+    _check_int("steps", steps, minimum=1)
+    _check_int("restarts", restarts, minimum=1)
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS} (l-inf or l2), got {norm!r}")
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES} (cross-entropy or CW margin), got {loss!r}")
+    tensor = next(chain(model.parameters(), model.buffers()), None)
+    if tensor is not None and tensor.device != x.device:
+        raise ValueError(
+            f"x is on {x.device} but the model is on {tensor.device}; move one of them, "
+            f"e.g. x = x.to({str(tensor.device)!r})"
+        )
+    if tensor is not None and tensor.is_floating_point() and tensor.dtype != x.dtype:
+        raise TypeError(
+            f"x has dtype {x.dtype} but the model's parameters are {tensor.dtype}; "
+            f"convert one of them, e.g. x = x.to({tensor.dtype})"
+        )
+    low, high = torch.aminmax(x.detach())
+    if not (low >= 0 and high <= 1):  # also catches NaN
+        raise ValueError(
+            f"x must hold pixels in [0, 1], got values in [{low.item():.4g}, {high.item():.4g}]; "
+            "attack the raw images and put any normalisation inside the model"
+        )
+    if targeted and y is None:
+        raise ValueError("a targeted attack needs the target classes: pass them as y")
+    if y is not None:
+        if not isinstance(y, Tensor) or y.is_floating_point() or y.dtype == torch.bool:
+            kind = y.dtype if isinstance(y, Tensor) else type(y).__name__
+            raise TypeError(f"y must be an integer tensor of class labels (int64), got {kind}")
+        if y.shape != (len(x),):
+            raise ValueError(
+                f"y must have shape ({len(x)},), one label per input, got {tuple(y.shape)}"
+            )
+        if y.device != x.device:
+            raise ValueError(f"y is on {y.device} but x is on {x.device}; use y.to(x.device)")
+
+    predict = labels and y is None  # the model's predictions are needed: run it on all of x
+    with torch.no_grad():
+        logits = model(x.detach() if predict else x.detach()[:_PROBE])
+    _check_logits(logits, len(x) if predict else min(len(x), _PROBE))
+    if not labels:
+        return None
+    if y is None:
+        return logits.argmax(1)
+    if y.min() < 0 or y.max() >= logits.shape[1]:
+        raise ValueError(
+            f"y must hold class labels in [0, {logits.shape[1] - 1}], got values in "
+            f"[{y.min().item()}, {y.max().item()}]"
+        )
+    return y.long()
+
+
+def _check_logits(logits: object, rows: int) -> None:
+    """The model must return (rows, classes >= 2) logits, not probabilities."""
+    if not isinstance(logits, Tensor) or logits.ndim != 2 or len(logits) != rows:
+        shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+        raise ValueError(f"model must return logits of shape (N, classes), got {shape}")
+    if logits.shape[1] < 2:
+        raise ValueError(f"model must return logits for at least 2 classes, got {logits.shape[1]}")
+    sums = logits.sum(1)
+    if (logits >= 0).all() and torch.allclose(sums, torch.ones_like(sums), atol=1e-4):
+        raise ValueError(
+            "model outputs are nonnegative and sum to 1 in every row: they look like "
+            "probabilities, but attacks need logits; drop the final softmax from the model"
+        )
+
+
+def _check_real(name: str, value: object, *, minimum: float, strict: bool = False) -> None:
+    if not isinstance(value, Real) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    if math.isnan(value) or math.isinf(value) or value < minimum or (strict and value == minimum):
+        relation = ">" if strict else ">="
+        raise ValueError(f"{name} must be a finite number {relation} {minimum}, got {value!r}")
+
+
+def _check_int(name: str, value: object, *, minimum: int) -> None:
+    if not isinstance(value, Integral) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")

@@ -1,0 +1,533 @@
+"""The autograder: right answers get full marks, wrong ones lose points with useful feedback,
+and hostile submissions neither crash the grader nor earn points they did not compute.
+
+Submissions are built by editing ``solutions/02_fgsm.ipynb`` with nbformat. Each graded
+notebook costs one child process (a fresh interpreter importing torch, a few seconds), so most
+of them are graded together, once per module, through the command line (``BATCH``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import textwrap
+import time
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+import torch
+
+from course_adv import attacks
+from course_adv._grading_child import python_source
+from course_adv.cli import main
+from course_adv.grading import (
+    EXERCISES,
+    HIDDEN_ENV,
+    CaseResult,
+    GradingError,
+    Outcome,
+    Report,
+    _outcome,
+    _read_npy,
+    check,
+    format_json,
+    format_text,
+    grade_notebook,
+    grade_path,
+    load_hidden_cases,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+SOLUTION = ROOT / "solutions" / "02_fgsm.ipynb"
+EXERCISE = ROOT / "exercises" / "02_fgsm.ipynb"
+MAX = EXERCISES["02_fgsm"].max_points
+HIDDEN = [
+    {"function": "fgsm", "eps": 0.07, "seed": 11, "n": 6, "points": 2, "model": "cnn"},
+    {"function": "accuracy_under_attack", "eps": 0.15, "seed": 12, "n": 50, "points": 1,
+     "batch_size": 16},
+]  # fmt: skip
+HIDDEN_MAX = 3
+
+
+# --------------------------------------------------------------------------- building submissions
+
+
+def _solution() -> nbformat.NotebookNode:
+    return nbformat.read(SOLUTION, as_version=4)
+
+
+def _find(nb, start: str) -> int:
+    return next(i for i, c in enumerate(nb.cells) if c.source.lstrip().startswith(start))
+
+
+def _source(start: str) -> str:
+    nb = _solution()
+    return nb.cells[_find(nb, start)].source
+
+
+def submission(
+    folder: Path,
+    name: str,
+    fgsm: str | None = None,
+    accuracy: str | None = None,
+    extra: tuple[str, ...] = (),
+    lean: bool = True,
+) -> Path:
+    """The solution notebook with its functions replaced and ``extra`` code cells appended.
+
+    ``lean`` keeps only the imports and the two functions (no training, no check cells), so
+    that grading it is quick; the full notebook is graded in the solution test.
+    """
+    nb = _solution()
+    if fgsm is not None:
+        nb.cells[_find(nb, "def fgsm(")].source = textwrap.dedent(fgsm).strip()
+    if accuracy is not None:
+        nb.cells[_find(nb, "def accuracy_under_attack(")].source = textwrap.dedent(accuracy).strip()
+    if lean:
+        keep = {_find(nb, "import torch"), _find(nb, "def fgsm("), _find(nb, "def accuracy")}
+        nb.cells = [c for i, c in enumerate(nb.cells) if i in keep]
+    nb.cells += [nbformat.v4.new_code_cell(textwrap.dedent(code).strip()) for code in extra]
+    path = folder / f"{name}.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+def _fgsm(body: str) -> str:
+    return "def fgsm(model, x, y, eps):\n" + textwrap.indent(textwrap.dedent(body).strip(), "    ")
+
+
+def _accuracy(body: str) -> str:
+    head = "def accuracy_under_attack(model, x, y, eps, attack=fgsm, batch_size=100):\n"
+    return head + textwrap.indent(textwrap.dedent(body).strip(), "    ")
+
+
+GRAD = """
+x_adv = x.clone().detach().requires_grad_(True)
+(grad,) = torch.autograd.grad(F.cross_entropy(model(x_adv), y), x_adv)
+"""
+WRONG_SIGN = _fgsm(GRAD + "return (x - eps * grad.sign()).clamp(0, 1).detach()")
+NO_CLIP = _fgsm(GRAD + "return (x + eps * grad.sign()).detach()")
+WRONG_EPS = _fgsm(GRAD + "return (x + 0.1 * grad.sign()).clamp(0, 1).detach()")
+WRONG_DTYPE = _fgsm(GRAD + "return (x + eps * grad.sign()).clamp(0, 1).detach().float()")
+IN_PLACE = _fgsm("""
+x.requires_grad_(True)
+(grad,) = torch.autograd.grad(F.cross_entropy(model(x), y), x)
+x.requires_grad_(False)
+return x.add_(eps * grad.sign()).clamp_(0, 1)
+""")
+BATCH_MEAN = _accuracy("""
+accs = []
+for start in range(0, len(x), batch_size):
+    xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+    with torch.no_grad():
+        accs.append((model(attack(model, xb, yb, eps)).argmax(1) == yb).float().mean().item())
+return sum(accs) / len(accs)
+""")
+PERCENT = _accuracy("""
+correct = 0
+for start in range(0, len(x), batch_size):
+    xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+    with torch.no_grad():
+        correct += (model(attack(model, xb, yb, eps)).argmax(1) == yb).sum().item()
+return 100 * correct / len(x)
+""")
+CLEAN = _accuracy("""
+with torch.no_grad():
+    return (model(x).argmax(1) == y).float().mean().item()
+""")
+ONE_BATCH = _accuracy("""
+with torch.no_grad():
+    return (model(attack(model, x, y, eps)).argmax(1) == y).float().mean().item()
+""")
+RETURNS_X = _fgsm("return x.clone()")
+LOOPS = _fgsm("while True:\n    pass")
+MARKER = "pickle-was-loaded"  # a file the pickle below creates if anybody unpickles it
+
+# name: (fgsm source, accuracy source, extra cells, points expected, feedback expected)
+BATCH = {
+    "wrong_sign": (WRONG_SIGN, BATCH_MEAN, (), 1, ["steps down the loss", "divide by len(x)"]),
+    "no_clip": (NO_CLIP, PERCENT, (), 0, ["outside [0, 1]", "would be right", "percentage"]),
+    "wrong_eps": (WRONG_EPS, CLEAN, (), 2, ["steps have size 0.1", "never called"]),
+    "in_place": (IN_PLACE, ONE_BATCH, (), 1, ["changed its input x in place", "batches of up to"]),
+    "wrong_dtype": (
+        WRONG_DTYPE,
+        None,
+        (
+            "import sys\nprint('noise on stderr', file=sys.stderr)",
+            "1 / 0",
+            "def broken(:\n    pass",
+            "exit()",
+            "hog = bytearray(64 * 2**30)",
+            "raise ValueError('\\x1b[2J\\x1b[31mred alert')",
+        ),
+        MAX - 1,
+        ["dtype float32 but x has dtype float64"],
+    ),
+    "exits": (None, None, ("import os\nos._exit(0)",), 0, []),
+    "endless_fgsm": (LOOPS, None, (), 4, ["time limit", "skipped"]),
+    "sys_modules": (
+        RETURNS_X,
+        None,
+        (
+            """
+            import sys, types
+            fake = types.ModuleType("course_adv.grading")
+            fake.check = lambda *args, **kwargs: "all passed"
+            sys.modules["course_adv.grading"] = fake
+            sys.modules["course_adv.attacks"].fgsm = lambda model, x, y, eps, **kw: x
+            sys.modules["numpy"] = types.ModuleType("numpy")
+            sys.modules["json"] = types.ModuleType("json")
+            sys.modules.pop("course_adv._grading_child", None)
+            """,
+        ),
+        4,
+        [],
+    ),
+    "always_equal": (
+        _fgsm("return x.clone().as_subclass(AlwaysEqual)"),
+        _accuracy("return AnyNumber(0.5)"),
+        (
+            f"""
+            import numpy as np
+            import torch
+
+            class AlwaysEqual(torch.Tensor):
+                def __eq__(self, other):
+                    return True
+
+            class AnyNumber(float):
+                def __eq__(self, other):
+                    return True
+
+            torch.Tensor.__eq__ = lambda self, other: True
+            torch.equal = torch.allclose = lambda *args, **kwargs: True
+            np.allclose = np.array_equal = np.isclose = lambda *args, **kwargs: True
+
+            class Payload:
+                def __reduce__(self):
+                    return (open, ("MARKER_DIR/{MARKER}", "w"))
+
+            real_save = np.save
+            np.save = lambda file, arr, allow_pickle=False: real_save(
+                file, np.array([Payload()], dtype=object), allow_pickle=True
+            )
+            """,
+        ),
+        0,
+        [],
+    ),
+}
+
+
+def _case_points(submission_json: dict, function: str) -> float:
+    return sum(c["points"] for c in submission_json["cases"] if c["function"] == function)
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory):
+    """Grade every BATCH submission in one folder through the CLI, with hidden cases and CSV."""
+    folder = tmp_path_factory.mktemp("class")
+    marker_dir = tmp_path_factory.mktemp("marker")
+    for name, (fgsm, accuracy, extra, _, _) in BATCH.items():
+        extra = tuple(e.replace("MARKER_DIR", str(marker_dir)) for e in extra)
+        submission(folder, f"{name}_02_fgsm", fgsm, accuracy, extra)
+    hidden = folder.parent / "hidden.json"
+    hidden.write_text(json.dumps(HIDDEN))
+    table = folder.parent / "grades.csv"
+    argv = ["grade", str(folder), "--json", "--csv", str(table), "--hidden", str(hidden)]
+    started = time.perf_counter()
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        code = main([*argv, "--timeout", "20"])
+    print(f"graded {len(BATCH)} notebooks in {time.perf_counter() - started:.1f} s")
+    report = json.loads(buffer.getvalue())
+    by_name = {Path(s["path"]).stem.removesuffix("_02_fgsm"): s for s in report["submissions"]}
+    return {"code": code, "report": report, "by_name": by_name, "csv": table, "marker": marker_dir}
+
+
+# --------------------------------------------------------------------------- full notebooks
+
+
+def test_solution_scores_full_marks_including_hidden_cases(tmp_path, monkeypatch):
+    hidden = tmp_path / "hidden.json"
+    hidden.write_text(json.dumps({"cases": HIDDEN}))
+    monkeypatch.setenv(HIDDEN_ENV, str(hidden))
+    report = grade_notebook(SOLUTION)
+    assert report.exercise == "02_fgsm"
+    assert report.error is None and report.notes == []
+    assert report.max_score == MAX + HIDDEN_MAX
+    assert report.score == report.max_score, format_text([report])
+    hidden_results = [r for r in report.results if r.hidden]
+    assert [r.name for r in hidden_results] == ["hidden case 1", "hidden case 1"]
+
+
+def test_untouched_exercise_scores_zero_with_feedback():
+    report = grade_notebook(EXERCISE, hidden=[])
+    assert report.exercise == "02_fgsm"
+    assert report.max_score == MAX
+    assert report.score == 0
+    for result in report.results:
+        assert not result.passed
+        assert "not written yet" in result.feedback[0]
+    text = format_text([report])
+    assert text.splitlines()[-1] == f"Total: 0/{MAX:g}"
+
+
+# --------------------------------------------------------------------------- wrong and hostile
+
+
+def test_batch_is_graded_with_exit_code_zero(batch):
+    assert batch["code"] == 0
+    assert set(batch["by_name"]) == set(BATCH)
+
+
+@pytest.mark.parametrize("name", list(BATCH))
+def test_each_submission_scores_what_it_computed(batch, name):
+    got = batch["by_name"][name]
+    _, _, _, points, messages = BATCH[name]
+    assert got["exercise"] == "02_fgsm"
+    assert got["max_score"] == MAX + HIDDEN_MAX
+    hidden_points = sum(c["points"] for c in got["cases"] if c["hidden"])
+    assert got["score"] - hidden_points == points, json.dumps(got, indent=1)
+    assert got["score"] < MAX + HIDDEN_MAX, "every submission here has a mistake"
+    feedback = " ".join(f for c in got["cases"] for f in c["feedback"]) + " ".join(got["notes"])
+    for message in messages:
+        assert message in feedback, f"{message!r} not in the feedback of {name}"
+    for case in got["cases"]:
+        assert case["passed"] == (case["points"] == case["max_points"])
+        if case["hidden"]:
+            assert case["feedback"] == [] and case["name"].startswith("hidden case")
+
+
+def test_wrong_fgsm_loses_every_fgsm_case_but_keeps_the_loop(batch):
+    for name in ("wrong_sign", "in_place", "sys_modules", "endless_fgsm"):
+        got = batch["by_name"][name]
+        assert _case_points(got, "fgsm") == 0, name
+    for name in ("sys_modules", "endless_fgsm"):  # their loops are right
+        assert _case_points(batch["by_name"][name], "accuracy_under_attack") == 4 + 1
+
+
+def test_wrong_dtype_loses_only_the_float64_case_despite_noisy_cells(batch):
+    got = batch["by_name"]["wrong_dtype"]
+    failed = [c["name"] for c in got["cases"] if not c["passed"]]
+    assert len(failed) == 1 and "float64" in failed[0]
+    notes = " ".join(got["notes"])
+    assert "ZeroDivisionError" in notes and "SyntaxError" in notes and "SystemExit" in notes
+    assert "MemoryError" in notes, "the child's memory is capped"
+    assert "red alert" in notes and "\x1b" not in notes, "terminal escapes are removed"
+
+
+def test_a_notebook_that_exits_early_scores_zero_with_a_note(batch):
+    got = batch["by_name"]["exits"]
+    assert got["score"] == 0
+    assert any("ended the grading process early" in note for note in got["notes"])
+
+
+def test_cheating_objects_and_monkeypatches_earn_nothing(batch):
+    got = batch["by_name"]["always_equal"]
+    assert got["score"] == 0
+    assert not (batch["marker"] / MARKER).exists(), "the grader unpickled a submission's file"
+
+
+def test_csv_has_one_row_per_notebook(batch):
+    with open(batch["csv"], newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(BATCH)
+    assert list(rows[0]) == ["path", "exercise", "fgsm", "accuracy_under_attack", "total", "max", "error"]  # fmt: skip
+    by_name = {Path(r["path"]).stem.removesuffix("_02_fgsm"): r for r in rows}
+    for name, got in batch["by_name"].items():
+        row = by_name[name]
+        assert float(row["total"]) == got["score"]
+        assert float(row["max"]) == MAX + HIDDEN_MAX
+        assert float(row["fgsm"]) + float(row["accuracy_under_attack"]) == got["score"]
+
+
+def test_json_report_shape(batch):
+    report = batch["report"]
+    assert set(report) == {"submissions", "total", "max"}
+    assert report["total"] == sum(s["score"] for s in report["submissions"])
+    assert report["max"] == len(BATCH) * (MAX + HIDDEN_MAX)
+    case_keys = {"function", "name", "hidden", "passed", "points", "max_points", "feedback"}
+    for item in report["submissions"]:
+        assert set(item) == {"path", "exercise", "score", "max_score", "error", "notes", "cases"}
+        assert all(set(case) == case_keys for case in item["cases"])
+
+
+def test_endless_loop_ignoring_alarms_is_killed_with_its_children(tmp_path):
+    pid_file = tmp_path / "pid"
+    path = submission(
+        tmp_path,
+        "hangs_02_fgsm",
+        extra=(
+            f"""
+            import signal, subprocess
+            child = subprocess.Popen(["sleep", "600"])
+            open({str(pid_file)!r}, "w").write(str(child.pid))
+            signal.signal(signal.SIGALRM, signal.SIG_IGN)
+            while True:
+                pass
+            """,
+        ),
+    )
+    started = time.perf_counter()
+    report = grade_notebook(path, timeout=8, hidden=[])
+    assert time.perf_counter() - started < 30
+    assert report.score == 0
+    assert any("time limit" in note for note in report.notes)
+    if pid_file.exists() and Path("/proc").is_dir():
+        pid = int(pid_file.read_text())
+        time.sleep(0.5)
+        stat_file = Path(f"/proc/{pid}/stat")
+        if stat_file.exists():  # a zombie waiting for its reaper is dead enough
+            assert stat_file.read_text().split()[2] == "Z", "the submission's child survived"
+
+
+# --------------------------------------------------------------------------- check() in a kernel
+
+
+def _solution_functions() -> dict:
+    namespace: dict = {}
+    exec(_source("import torch").split("\n\n")[0], namespace)  # the imports, not the data
+    exec(_source("def fgsm("), namespace)
+    exec(_source("def accuracy_under_attack("), namespace)
+    return namespace
+
+
+def test_check_passes_the_solution_and_explains_a_mistake():
+    ns = _solution_functions()
+    good = check("fgsm", ns["fgsm"])
+    assert good.passed and good.score == good.max_score == 6
+    assert check("accuracy_under_attack", ns["accuracy_under_attack"]).passed
+    exec(WRONG_SIGN, ns)
+    bad = check("fgsm", ns["fgsm"])
+    assert not bad.passed and bad.score == 0
+    assert "steps down the loss" in repr(bad)
+
+
+def test_check_reports_exceptions_and_the_course_reference():
+    def broken(model, x, y, eps):
+        raise NotImplementedError("later")
+
+    feedback = check("fgsm", broken)
+    assert feedback.score == 0 and "not written yet" in repr(feedback)
+    assert "the course's own" in repr(check("fgsm", attacks.fgsm))
+    with pytest.raises(ValueError, match="not graded"):
+        check("pgd", broken)
+
+
+def test_check_leaves_the_callers_random_state_and_threads_alone():
+    threads = torch.get_num_threads()
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    check("fgsm", _solution_functions()["fgsm"])
+    assert torch.equal(torch.rand(3), expected)
+    assert torch.get_num_threads() == threads
+
+
+# --------------------------------------------------------------------------- the grader's own errors
+
+
+def test_exit_code_two_when_grading_cannot_run(tmp_path, capsys):
+    assert main(["grade", str(tmp_path / "missing.ipynb")]) == 2
+    assert main(["grade", str(tmp_path)]) == 2  # an empty folder
+    (tmp_path / "notes.txt").write_text("hello")
+    assert main(["grade", str(tmp_path / "notes.txt")]) == 2
+    anonymous = tmp_path / "homework.ipynb"
+    nb = _solution()
+    nb.metadata.pop("course_adv")
+    nbformat.write(nb, anonymous)
+    assert main(["grade", str(anonymous)]) == 2  # which exercise is it?
+    bad_hidden = tmp_path / "hidden.json"
+    bad_hidden.write_text(
+        json.dumps([{"function": "fgsm", "eps": 2, "seed": 0, "n": 1, "points": 1}])
+    )
+    assert main(["grade", str(SOLUTION), "--hidden", str(bad_hidden)]) == 2
+    assert main(["grade", str(SOLUTION), "--exercise", "99_nothing"]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "which exercise" in err and "eps must be" in err
+
+
+def test_unreadable_notebook_in_a_folder_scores_zero(tmp_path):
+    (tmp_path / "broken_02_fgsm.ipynb").write_text("{ not json")
+    reports = grade_path(tmp_path, hidden=[])
+    assert len(reports) == 1 and reports[0].score == 0 and reports[0].max_score == MAX
+    assert "not a readable notebook" in reports[0].error
+
+
+@pytest.mark.parametrize(
+    "item, message",
+    [
+        ({"function": "pgd", "eps": 0.1, "seed": 0, "n": 1, "points": 1}, "not graded"),
+        ({"function": "fgsm", "eps": 0.1, "seed": 0, "n": 1}, "missing"),
+        ({"function": "fgsm", "eps": 0.1, "seed": 0, "n": 0, "points": 1}, "n must be"),
+        ({"function": "fgsm", "eps": 0.1, "seed": 0.5, "n": 1, "points": 1}, "seed must be"),
+        ({"function": "fgsm", "eps": 0.1, "seed": 0, "n": 1, "points": 1, "model": "vit"}, "model"),
+        ({"function": "fgsm", "eps": 0.1, "seed": 0, "n": 1, "points": 1, "x": 1}, "unknown"),
+    ],
+)
+def test_hidden_cases_are_validated(tmp_path, item, message):
+    path = tmp_path / "hidden.json"
+    path.write_text(json.dumps([item]))
+    with pytest.raises(GradingError, match=message):
+        load_hidden_cases(path)
+
+
+def test_only_plain_float_arrays_are_read_back(tmp_path):
+    good = tmp_path / "good.npy"
+    np.save(good, np.ones((2, 3), np.float32))
+    assert _read_npy(good).dtype == np.float32
+    pickled = tmp_path / "pickled.npy"
+    np.save(pickled, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    assert _read_npy(pickled) is None
+    ints = tmp_path / "ints.npy"
+    np.save(ints, np.arange(3))
+    assert _read_npy(ints) is None
+    link = tmp_path / "link.npy"
+    os.symlink(good, link)
+    assert _read_npy(link) is None
+    huge = tmp_path / "huge.npy"  # a header that promises far more data than the file holds
+    with open(huge, "wb") as f:
+        np.lib.format.write_array_header_1_0(
+            f, {"descr": "<f8", "fortran_order": False, "shape": (10**9, 10**3)}
+        )
+    assert _read_npy(huge) is None
+    assert _read_npy(tmp_path / "absent.npy") is None
+
+
+def test_text_report_puts_totals_last_and_hides_hidden_feedback():
+    visible = CaseResult("fgsm", "case 1: x", False, False, 0.0, 2.0, ["fix this"])
+    hidden = CaseResult("fgsm", "hidden case 1", True, False, 0.0, 1.0, [])
+    reports = [
+        Report("a.ipynb", "02_fgsm", [visible, hidden], notes=["cell 3 raised X"]),
+        Report("b.ipynb", None, error="cannot tell which exercise this is"),
+    ]
+    text = format_text(reports)
+    assert "fix this" in text and "cell 3 raised X" in text and "not graded" in text
+    assert text.splitlines()[-1] == "Total: 0/3"
+    assert json.loads(format_json(reports))["max"] == 3
+
+
+def test_untrusted_facts_are_type_checked():
+    facts = {
+        "error": 3,
+        "type": ["torch.Tensor"],
+        "value": 10**400,
+        "requires_grad": "yes",
+        "batch_sizes": [1, "2"],
+    }
+    assert _outcome(facts, {}) == Outcome()  # every field of the wrong type is dropped
+    assert _outcome({"value": True}, {}).value is None  # a bool is not an accuracy
+    assert _outcome({"value": 1}, {}).value == 1.0
+    assert _outcome({"error": "Boom: \x1b[2J"}, {}).error == "Boom:  [2J"
+    assert _outcome(["not", "a", "dict"], {}).error.startswith("gave no result")
+
+
+def test_ipython_magics_and_shell_escapes_are_dropped():
+    cell = "%matplotlib inline\nx = 1\nif x:\n    !pip install something"
+    assert python_source(cell) == "pass\nx = 1\nif x:\n    pass"

@@ -1,0 +1,247 @@
+"""The shared figures: right panels, titles, axis labels and units; no figure left open."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from course_adv.plotting import (
+    curves_from_results,
+    plot_accuracy_vs_eps,
+    plot_adversarial_grid,
+    plot_training_curves,
+    show_digits,
+)
+
+
+@pytest.fixture(autouse=True)
+def _no_figure_leaks():
+    before = set(plt.get_fignums())
+    yield
+    leaked = set(plt.get_fignums()) - before
+    plt.close("all")
+    assert not leaked, f"a test left figures open: {leaked}"
+
+
+def _digits(n=12, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 1, 28, 28, generator=g), torch.arange(n) % 10
+
+
+def _visible_image_axes(fig):
+    return [ax for ax in fig.axes if ax.axison or ax.get_images()]
+
+
+def test_show_digits_titles_are_labels():
+    x, y = _digits(12)
+    fig = show_digits(x, y, ncols=5)
+    try:
+        drawn = [ax for ax in fig.axes if ax.get_images()]
+        assert len(drawn) == 12
+        assert len(fig.axes) == 15  # 3 rows x 5 columns, the last three empty
+        assert [ax.get_title() for ax in drawn] == [str(int(v)) for v in y]
+        image = drawn[0].get_images()[0]
+        assert image.get_clim() == (0.0, 1.0)  # pixels drawn on their true [0, 1] scale
+    finally:
+        plt.close(fig)
+
+
+def test_show_digits_colours_wrong_predictions_red():
+    x, y = _digits(4)
+    pred = y.clone()
+    pred[1] = (y[1] + 1) % 10
+    fig = show_digits(x, y, pred, classes=[f"c{k}" for k in range(10)])
+    try:
+        drawn = [ax for ax in fig.axes if ax.get_images()]
+        titles = [ax.title for ax in drawn]
+        assert titles[1].get_text() == f"pred c{int(pred[1])}\ntrue c{int(y[1])}"
+        assert matplotlib.colors.to_hex(titles[1].get_color()) == matplotlib.colors.to_hex(
+            "tab:red"
+        )
+        assert matplotlib.colors.to_hex(titles[0].get_color()) == matplotlib.colors.to_hex(
+            "tab:green"
+        )
+    finally:
+        plt.close(fig)
+
+
+def test_show_digits_can_name_the_labels_otherwise():
+    x, y = _digits(2)
+    fig = show_digits(x, y, y, y_name="target")
+    try:
+        assert fig.axes[0].get_title() == f"pred {int(y[0])}\ntarget {int(y[0])}"
+    finally:
+        plt.close(fig)
+
+
+def test_show_digits_accepts_numpy_and_caps_the_count():
+    x = np.random.default_rng(0).random((100, 28, 28))
+    fig = show_digits(x, max_images=7, title="noise")
+    try:
+        assert len([ax for ax in fig.axes if ax.get_images()]) == 7
+        assert fig._suptitle.get_text() == "noise"
+    finally:
+        plt.close(fig)
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (dict(x=torch.rand(3, 3, 28, 28)), "grayscale"),
+        (dict(x=torch.rand(3, 1, 28, 28), y=[1]), "y has 1 labels"),
+        (dict(x=torch.rand(3, 1, 28, 28), ncols=0), "ncols"),
+    ],
+)
+def test_show_digits_rejects_bad_input(bad, match):
+    with pytest.raises(ValueError, match=match):
+        show_digits(**bad)
+
+
+def _result(acc, conf=None):
+    eps = [0.0, 0.1, 0.2, 0.3]
+    out = {"eps": eps, "accuracy": acc}
+    if conf is not None:
+        out["confidence"] = conf
+    return out
+
+
+def test_accuracy_plot_has_two_labelled_panels_in_percent():
+    results = {
+        "cnn": _result([0.98, 0.6, 0.2, 0.05], [0.5, 0.7, 0.8, 0.9]),
+        "mlp": _result([0.97, 0.3, 0.05, 0.0], [0.6, 0.8, 0.9, 0.95]),
+    }
+    fig = plot_accuracy_vs_eps(results, title="FGSM")
+    try:
+        ax_acc, ax_conf = fig.axes
+        assert ax_acc.get_title() == "FGSM"
+        assert "epsilon" in ax_acc.get_xlabel() and "[0, 1]" in ax_acc.get_xlabel()
+        assert ax_acc.get_ylabel() == "accuracy (%)"
+        assert "confidence" in ax_conf.get_ylabel()
+        assert "epsilon" in ax_conf.get_xlabel()
+        lines = {line.get_label(): line for line in ax_acc.get_lines()}
+        assert set(lines) == {"cnn", "mlp", "chance"}
+        np.testing.assert_allclose(lines["cnn"].get_ydata(), [98, 60, 20, 5])  # percent
+        np.testing.assert_allclose(lines["cnn"].get_xdata(), [0, 0.1, 0.2, 0.3])
+        assert [t.get_text() for t in ax_acc.get_legend().get_texts()] == ["cnn", "mlp", "chance"]
+        np.testing.assert_allclose(ax_conf.get_lines()[1].get_ydata(), [0.6, 0.8, 0.9, 0.95])
+    finally:
+        plt.close(fig)
+
+
+def test_accuracy_plot_without_confidence_has_one_panel():
+    fig = plot_accuracy_vs_eps(_result([0.9, 0.5, 0.2, 0.1]), chance=None)
+    try:
+        assert len(fig.axes) == 1
+        assert [line.get_label() for line in fig.axes[0].get_lines()] == ["model"]
+    finally:
+        plt.close(fig)
+
+
+def test_curves_from_tidy_rows_group_and_sort_by_eps():
+    rows = [
+        {"model": "a", "eps": 0.2, "accuracy": 0.1},
+        {"model": "a", "eps": 0.0, "accuracy": 0.9},
+        {"model": "b", "eps": 0.0, "accuracy": 0.8, "confidence": 0.5},
+    ]
+    curves = curves_from_results(rows)
+    assert [c["label"] for c in curves] == ["a", "b"]
+    np.testing.assert_allclose(curves[0]["eps"], [0.0, 0.2])
+    np.testing.assert_allclose(curves[0]["accuracy"], [0.9, 0.1])
+    assert curves[0]["confidence"] is None
+    np.testing.assert_allclose(curves[1]["confidence"], [0.5])
+
+
+def test_curves_from_objects_with_fields():
+    class Result:
+        label = "pgd"
+        eps = torch.tensor([0.0, 0.1])
+        accuracy = torch.tensor([1.0, 0.5])
+
+    (curve,) = curves_from_results([Result()])
+    assert curve["label"] == "pgd"
+    np.testing.assert_allclose(curve["accuracy"], [1.0, 0.5])
+
+
+def test_curves_reject_mismatched_lengths_and_junk():
+    with pytest.raises(ValueError, match="differ in length"):
+        curves_from_results({"eps": [0.0, 0.1], "accuracy": [1.0]})
+    with pytest.raises(ValueError, match="'eps' and 'accuracy'"):
+        curves_from_results({"cnn": {"accuracy": [1.0]}})
+    with pytest.raises(TypeError, match="results must be"):
+        curves_from_results(42)
+
+
+class _Fixed(nn.Module):
+    """Logits = 5 * (mean pixel of 10 image strips): predictions change with the input."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(5.0))
+
+    def forward(self, x):
+        strips = x[:, 0, :20].reshape(len(x), 10, -1).mean(-1)
+        return self.scale * strips * 10
+
+
+def test_adversarial_grid_has_three_images_and_two_bar_panels_per_row():
+    model = _Fixed().train()
+    x, y = _digits(3)
+    x_adv = (x + 0.3 * torch.sign(torch.randn_like(x))).clamp(0, 1)
+    fig = plot_adversarial_grid(model, x, x_adv, y, n=2, top=3)
+    try:
+        assert len(fig.axes) == 10
+        row = fig.axes[:5]
+        assert row[0].get_title().startswith("clean (label 0)")
+        assert row[2].get_title().startswith("perturbation")
+        assert row[3].get_title().startswith("adversarial (pred ")
+        assert row[1].get_title() == "clean: top classes"
+        assert len(row[1].patches) == 3 and len(row[4].patches) == 3
+        assert row[1].get_xlabel() == "probability"
+        # the bars are the model's top probabilities, largest drawn at the top
+        probs = torch.softmax(model(x[:1]), 1)[0].detach()
+        widths = [p.get_width() for p in row[1].patches]
+        np.testing.assert_allclose(widths[::-1], probs.sort(descending=True).values[:3], atol=1e-6)
+        assert model.training, "the model's train/eval mode must be restored"
+    finally:
+        plt.close(fig)
+
+
+def test_adversarial_grid_rejects_shape_mismatch():
+    x, y = _digits(2)
+    with pytest.raises(ValueError, match="differ in shape"):
+        plot_adversarial_grid(_Fixed(), x, x[:1], y)
+
+
+def test_training_curves_draw_loss_and_percent_accuracy_per_epoch():
+    histories = {
+        "cnn": {"loss": [1.0, 0.5, 0.3], "clean_acc": [0.8, 0.9, 0.95], "robust_acc": [None] * 3},
+        "pgd": {"loss": [2.0, 1.5], "clean_acc": [0.5, 0.7], "robust_acc": [0.2, 0.4]},
+    }
+    fig = plot_training_curves(histories, title="Standard")
+    try:
+        ax_loss, ax_acc = fig.axes
+        assert ax_loss.get_xlabel() == "epoch" and ax_acc.get_ylabel() == "accuracy (%)"
+        assert ax_loss.get_title() == "Standard: loss"
+        labels = [line.get_label() for line in ax_acc.get_lines()]
+        assert labels == ["cnn", "pgd", "pgd (under attack)"]
+        np.testing.assert_allclose(ax_acc.get_lines()[0].get_ydata(), [80, 90, 95])
+        np.testing.assert_allclose(ax_acc.get_lines()[2].get_ydata(), [20, 40])
+        np.testing.assert_allclose(ax_loss.get_lines()[0].get_xdata(), [1, 2, 3])
+        ticks = ax_acc.get_xticks()
+        assert np.allclose(ticks, np.round(ticks)), "epochs are whole numbers"
+    finally:
+        plt.close(fig)
+
+
+def test_training_curves_reject_empty_or_incomplete_histories():
+    with pytest.raises(TypeError, match="non-empty dict"):
+        plot_training_curves({})
+    with pytest.raises(ValueError, match="'loss'"):
+        plot_training_curves({"a": {"clean_acc": [0.5]}})
