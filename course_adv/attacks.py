@@ -100,6 +100,7 @@ def pgd(
     targeted: bool = False,
     norm: str = "inf",
     loss: str = "ce",
+    early_stop: bool = True,
 ) -> Tensor:
     """Projected Gradient Descent (ascent on the loss), l-inf or l2.
 
@@ -136,6 +137,10 @@ def pgd(
         loss: ``"ce"`` (cross-entropy) or ``"cw"``, the logit margin
             ``max_{j != y} z_j - z_y`` (Carlini & Wagner 2017's f_6 without kappa), which does
             not saturate like the softmax does; attacking with both is a stronger evaluation.
+        early_stop: ``True`` (default, for evaluation) freezes an example at its first
+            fooling iterate, as described above. ``False`` is Madry et al.'s plain PGD: every
+            example takes all ``steps`` and the last iterate of each run comes back (the
+            loss maximiser that adversarial training, eq. (3), trains on).
 
     Cost: ``steps`` forward + backward passes per restart, plus one forward pass on ``x`` when
     ``y`` is None and, with ``restarts > 1``, one per restart to rank the last iterates.
@@ -145,7 +150,7 @@ def pgd(
     with eval_mode(model):
         y = _validate(model, x, y, restarts=restarts, **opts)
         x = x.detach()
-        best, fooled = _pgd_run(model, x, y, random_start, **opts)
+        best, fooled = _pgd_run(model, x, y, random_start, early_stop, **opts)
         if restarts == 1:
             return best  # (ranking restarts needs one more forward pass, for the last iterate)
         fooled, best_loss = _score(model, best, y, fooled, loss, targeted)
@@ -153,7 +158,7 @@ def pgd(
             todo = (~fooled).nonzero().squeeze(1)  # later restarts attack only the survivors
             if len(todo) == 0:
                 break
-            x_new, fooled_new = _pgd_run(model, x[todo], y[todo], random_start, **opts)
+            x_new, fooled_new = _pgd_run(model, x[todo], y[todo], random_start, early_stop, **opts)
             fooled_new, loss_new = _score(model, x_new, y[todo], fooled_new, loss, targeted)
             better = fooled_new | (loss_new > best_loss[todo])
             best[todo[better]] = x_new[better]
@@ -383,6 +388,7 @@ def _pgd_run(
     x: Tensor,
     y: Tensor,
     random_start: bool,
+    early_stop: bool,
     *,
     eps: float,
     alpha: float,
@@ -400,7 +406,8 @@ def _pgd_run(
     for _ in range(steps):
         grad, logits = _input_grad(model, x_adv, y, loss, targeted)
         fooled |= _is_fooled(logits, y, targeted)
-        grad *= _rows(~fooled, x)  # no gradient, no step: a fooled example stays where it is
+        if early_stop:
+            grad *= _rows(~fooled, x)  # no gradient, no step: a fooled example stays put
         if norm == "inf":  # x_adv + alpha * sign(grad), projected and clipped by one clamp
             x_adv = torch.add(x_adv, grad.sign_(), alpha=alpha).clamp_(low, high)
         else:

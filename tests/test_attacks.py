@@ -10,6 +10,7 @@ DeepFool finds small flipping perturbations).
 from __future__ import annotations
 
 import copy
+from functools import partial
 
 import pytest
 import torch
@@ -121,14 +122,14 @@ def reference_fgsm(model, x, y, eps):
     return (x + eps * grad.sign()).clamp(0, 1).detach()
 
 
-def reference_pgd(model, x, y, eps, alpha, steps, norm="inf"):
-    """PGD from x (no random start) written out plainly, keeping the first iterate that fools."""
+def reference_pgd(model, x, y, eps, alpha, steps, norm="inf", early_stop=True):
+    """PGD from x (no random start) written out plainly; early_stop keeps the first fooling iterate."""
     x_adv, done = x.clone(), torch.zeros(len(x), dtype=torch.bool)
     for _ in range(steps):
         x_adv.requires_grad_(True)
         logits = model(x_adv)
         (grad,) = torch.autograd.grad(F.cross_entropy(logits, y, reduction="sum"), x_adv)
-        done |= logits.argmax(1) != y
+        done |= (logits.argmax(1) != y) & early_stop
         if norm == "inf":
             step = torch.min(torch.max(x_adv + alpha * grad.sign(), x - eps), x + eps)
         else:
@@ -192,6 +193,20 @@ def test_pgd_without_random_start_equals_the_reference(trained, norm, eps, alpha
     expected = reference_pgd(model, x, y, eps, alpha, 8, norm)
     torch.testing.assert_close(x_adv, expected, rtol=0, atol=1e-6)
     assert accuracy(model, x_adv, y) < accuracy(model, x, y) - 0.1  # and it does attack
+
+
+@pytest.mark.parametrize("norm, eps, alpha", [("inf", 0.1, 0.02), ("2", 1.5, 0.3)])
+def test_pgd_without_early_stop_is_madrys_plain_loop(trained, norm, eps, alpha):
+    """early_stop=False: every example takes every step and the last iterate comes back."""
+    model, x, y = trained
+    x_adv = pgd(model, x, y, eps, alpha, 8, random_start=False, norm=norm, early_stop=False)
+    expected = reference_pgd(model, x, y, eps, alpha, 8, norm, early_stop=False)
+    torch.testing.assert_close(x_adv, expected, rtol=0, atol=1e-6)
+    stopped = pgd(model, x, y, eps, alpha, 8, random_start=False, norm=norm)
+    assert not torch.equal(x_adv, stopped)  # the two modes really differ
+    loss = partial(F.cross_entropy, reduction="none")
+    with torch.no_grad():  # the plain loop climbs further up the loss
+        assert loss(model(x_adv), y).mean() > loss(model(stopped), y).mean()
 
 
 def test_bim_uses_kurakins_schedule_and_equals_the_reference(trained):
