@@ -6,6 +6,7 @@ import os
 import socket
 
 import pytest
+import torch
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
@@ -33,3 +34,19 @@ def _offline_and_private_cache(tmp_path_factory):
         os.environ.pop("COURSE_ADV_CACHE", None)
     else:
         os.environ["COURSE_ADV_CACHE"] = old
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread for a test file of many small ops: on a shared 2-core machine two
+    threads that wait for each other made such files 5-10x slower (COURSE.md section 6)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def cpu_only(monkeypatch):
+    """Train on the CPU even where a GPU exists: the seeded comparisons need determinism."""
+    monkeypatch.setenv("COURSE_ADV_DEVICE", "cpu")

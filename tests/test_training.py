@@ -30,19 +30,7 @@ BATCH = 64
 EPS = 0.1
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: on a busy 2-core machine, two can run 10x slower (COURSE.md 6)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-@pytest.fixture(autouse=True)
-def _on_cpu(monkeypatch):
-    """Train on the CPU even where a GPU exists: the seeded comparisons need determinism."""
-    monkeypatch.setenv("COURSE_ADV_DEVICE", "cpu")
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "cpu_only")
 
 
 @pytest.fixture(scope="module")
