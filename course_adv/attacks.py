@@ -22,14 +22,14 @@ returned one does.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from itertools import chain
 from numbers import Integral, Real
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .utils import eval_mode
 
 __all__ = [
     "fgsm",
@@ -295,25 +295,6 @@ def deepfool(
 
 
 # ----------------------------------------------------------------------------- the steps
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Run ``model`` in eval mode inside the block; afterwards every submodule has its old mode.
-
-    Restoring module by module (rather than ``model.train(was_training)``) keeps mixed set-ups
-    intact, e.g. a frozen BatchNorm inside a model that is otherwise training. Eval mode also
-    means BatchNorm uses (and never updates) its running statistics, and dropout is off.
-    """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for module, training in modes:
-            module.training = training
 
 
 def _loss(logits: Tensor, y: Tensor, loss: str, targeted: bool) -> Tensor:

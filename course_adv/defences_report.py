@@ -42,7 +42,7 @@ from .training import (
     describe,
     train,
 )
-from .utils import quick_mode, scaled
+from .utils import quick_mode, full_or_quick
 
 __all__ = ["Recipe", "RECIPES", "train_recipe", "evaluate", "main"]
 
@@ -67,7 +67,7 @@ class Recipe:
             "model": "cnn",
             "data": "mnist5k",
             "objective": describe(self.objective()),
-            "epochs": scaled(self.epochs, self.quick_epochs),
+            "epochs": full_or_quick(self.epochs, self.quick_epochs),
             "lr": self.lr,
             "lr_schedule": self.lr_schedule,
             "batch_size": 128,
@@ -121,7 +121,7 @@ def train_recipe(
         data.x_train,
         data.y_train,
         recipe.objective(),
-        epochs=scaled(recipe.epochs, recipe.quick_epochs),
+        epochs=full_or_quick(recipe.epochs, recipe.quick_epochs),
         lr=recipe.lr,
         lr_schedule=recipe.lr_schedule,
         seed=seed,
@@ -185,9 +185,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_flush_denormal(True)
     quick = quick_mode()
     data = load_data()
-    n = scaled(args.n, min(args.n, 200))
+    n = full_or_quick(args.n, min(args.n, 200))
     x, y = stratified_subset(data.x_test, data.y_test, min(n, len(data.y_test)), seed=0)
-    x_check, y_check = x[: scaled(args.checklist_n, 100)], y[: scaled(args.checklist_n, 100)]
+    x_check, y_check = x[: full_or_quick(args.checklist_n, 100)], y[: full_or_quick(args.checklist_n, 100)]
     print(
         f"defences on {data!r}, SmallCNN, eps={EPS}; evaluation on {len(y)} test points, "
         f"checklist on {len(y_check)}; torch {torch.__version__}, {torch.get_num_threads()} "

@@ -1,18 +1,33 @@
-"""Device choice, seeding and quick mode: the three settings every notebook shares.
+"""Device choice, seeding, quick mode, and the small helpers every module shares.
 
 Quick mode (``COURSE_ADV_QUICK=1``, set by ``make test``) is read here and only here, so
 one environment variable shrinks every epoch count and evaluation set in the course.
+``eval_mode`` (run a model in eval mode, give every submodule its mode back), ``device_of``
+and ``check_data`` (one validator for an ``(x, y)`` pair) are defined once, here, and used by
+the attacks, the training loop, the evaluation, the plots and the widgets alike.
 """
 
 from __future__ import annotations
 
 import os
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
-__all__ = ["get_device", "seed_everything", "quick_mode", "scaled"]
+__all__ = [
+    "get_device",
+    "seed_everything",
+    "quick_mode",
+    "full_or_quick",
+    "eval_mode",
+    "device_of",
+    "check_data",
+]
 
 _DEVICE_ENV = "COURSE_ADV_DEVICE"
 _QUICK_ENV = "COURSE_ADV_QUICK"
@@ -78,6 +93,53 @@ def quick_mode() -> bool:
     return os.environ.get(_QUICK_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-def scaled(full: int, quick: int) -> int:
+def full_or_quick(full: int, quick: int) -> int:
     """``full`` at teaching scale, ``quick`` in quick mode (epochs, test-set sizes...)."""
     return quick if quick_mode() else full
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Run ``model`` in eval mode inside the block; afterwards every submodule has its old mode.
+
+    Restoring module by module (rather than ``model.train(was_training)``) keeps mixed set-ups
+    intact, e.g. a frozen BatchNorm inside a model that is otherwise training. Eval mode also
+    means BatchNorm uses (and never updates) its running statistics, and dropout is off.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+def device_of(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (or buffer); CPU for a model with neither."""
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
+def check_data(x: Any, y: Any, x_name: str = "x", y_name: str = "y") -> None:
+    """Check an ``(x, y)`` pair: float pixels, 1-D int64 labels, non-empty, equal lengths.
+
+    The names appear in the messages, so a caller checking ``monitor`` can say ``monitor[0]``.
+    """
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        kind = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
+        raise TypeError(f"{x_name} must be a float tensor of pixels in [0, 1], got {kind}")
+    if not isinstance(y, torch.Tensor) or y.dtype != torch.int64 or y.dim() != 1:
+        kind = f"{y.dtype} of shape {tuple(y.shape)}" if isinstance(y, torch.Tensor) else type(y).__name__
+        raise TypeError(
+            f"{y_name} must be a 1-D int64 tensor of class labels, got {kind}; e.g. {y_name}.long()"
+        )
+    if len(x) != len(y) or len(x) == 0:
+        raise ValueError(
+            f"{x_name} and {y_name} must be non-empty and of equal length, got {len(x)} and {len(y)}"
+        )

@@ -26,7 +26,7 @@ from .data import Dataset, load_data
 from .evaluation import accuracy
 from .models import MODELS, build_model, count_parameters
 from .training import Standard, describe, train
-from .utils import get_device, scaled, seed_everything
+from .utils import get_device, full_or_quick, seed_everything
 
 __all__ = [
     "Recipe",
@@ -102,7 +102,7 @@ def config_for(
         "objective": describe(Standard()),
         "data": data.name,
         "n_train": len(data.y_train),
-        "epochs": epochs if epochs is not None else scaled(recipe.epochs, recipe.quick_epochs),
+        "epochs": epochs if epochs is not None else full_or_quick(recipe.epochs, recipe.quick_epochs),
         "lr": recipe.lr,
         "batch_size": recipe.batch_size,
         "optimizer": "adam",

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from course_adv.models import SmallCNN
-from course_adv.utils import get_device, quick_mode, scaled, seed_everything
+from course_adv.utils import get_device, quick_mode, full_or_quick, seed_everything
 
 
 def test_device_override(monkeypatch):
@@ -34,9 +34,9 @@ def test_device_override_to_missing_cuda_is_an_error(monkeypatch):
 
 def test_quick_mode(monkeypatch):
     monkeypatch.setenv("COURSE_ADV_QUICK", "1")
-    assert quick_mode() and scaled(10, 2) == 2
+    assert quick_mode() and full_or_quick(10, 2) == 2
     monkeypatch.setenv("COURSE_ADV_QUICK", "0")
-    assert not quick_mode() and scaled(10, 2) == 10
+    assert not quick_mode() and full_or_quick(10, 2) == 10
     monkeypatch.delenv("COURSE_ADV_QUICK")
     assert not quick_mode()
 
