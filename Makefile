@@ -8,11 +8,15 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.course-adv-installed
 LAB_ARGS ?=
 NOTEBOOKS := $(wildcard notebooks/*.ipynb) $(wildcard solutions/*.ipynb) $(wildcard exercises/*.ipynb)
-# nbval gets a fresh checkpoint cache each run, so notebook 00 really trains and 02 really reuses it
+# what `make lab` runs: JupyterLab from the venv (a test swaps it for a script that prints its environment)
+LAB_JUPYTER ?= $(BIN)/jupyter
+# nbval gets a fresh checkpoint cache each run; it runs the untouched exercises too, so Run All
+# on a student's copy must reach the end with friendly "not written yet" messages, so notebook 00 really trains and 02 really reuses it
 NBVAL_CACHE := $(CURDIR)/.pytest_cache/course_adv_nbval
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
-export MPLBACKEND := Agg
+# Agg (no windows) is for the test runs only: in `make lab` a student's plt.show() must draw.
+TEST_ENV := MPLBACKEND=Agg
 
 .PHONY: lab test setup lint unit nbval exercises bench clean help
 
@@ -31,8 +35,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	@touch $(STAMP)
 
+# .venv/bin first on the PATH: JupyterLab's terminals and `!` commands in a notebook find the venv's
+# python, pip and `course-adv` (e.g. `course-adv grade`), not the system's.
 lab: $(STAMP)
-	$(BIN)/jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks \
+	PATH="$(CURDIR)/$(BIN):$$PATH" VIRTUAL_ENV="$(CURDIR)/$(VENV)" $(LAB_JUPYTER) lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks \
 		$$( [ "$$(id -u)" = 0 ] && echo --allow-root ) $(LAB_ARGS)
 
 lint: $(STAMP)
@@ -43,13 +49,13 @@ lint: $(STAMP)
 
 # one torch thread in tests: on 2 cores, competing thread pools slow runs down 4-8x
 unit: $(STAMP)
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests -q
+	$(TEST_ENV) OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests -q
 
 nbval: $(STAMP)
 	rm -rf "$(NBVAL_CACHE)"
-	COURSE_ADV_QUICK=1 COURSE_ADV_CACHE="$(NBVAL_CACHE)" $(BIN)/python -m pytest -q \
+	$(TEST_ENV) COURSE_ADV_QUICK=1 COURSE_ADV_CACHE="$(NBVAL_CACHE)" $(BIN)/python -m pytest -q \
 		--nbval-lax --nbval-current-env --nbval-cell-timeout=900 -p no:cacheprovider \
-		notebooks solutions
+		notebooks solutions exercises
 
 test: lint unit nbval
 	@echo "make test: all passed"

@@ -4,6 +4,8 @@ import re
 import sys
 from pathlib import Path
 
+import pytest
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -74,3 +76,42 @@ def test_ci_runs_make_test():
 
 def test_console_script_is_declared():
     assert _pyproject()["project"]["scripts"]["course-adv"] == "course_adv.cli:main"
+
+
+def test_make_lab_gives_the_server_the_venv_first_on_path_and_no_agg_backend(tmp_path):
+    """`make lab` as a student meets it: JupyterLab's terminals and `!` commands find the venv's
+    `course-adv` and python, and matplotlib keeps its interactive inline backend (Agg is for tests).
+    The jupyter command is swapped for a script that prints the environment it was started with."""
+    import os
+    import shutil
+    import subprocess
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    probe = tmp_path / "fake-jupyter"
+    probe.write_text(
+        "#!/bin/sh\n"
+        'echo "args=$*"\n'
+        'echo "MPLBACKEND=${MPLBACKEND-<unset>}"\n'
+        'echo "course-adv=$(command -v course-adv)"\n'
+        'echo "python=$(command -v python)"\n'
+    )
+    probe.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
+    env["PATH"] = "/usr/bin:/bin"  # as a fresh login shell would have it: no venv on it
+    stamp = ".venv/.course-adv-installed"
+    result = subprocess.run(
+        ["make", "-s", "-o", stamp, "lab", f"LAB_JUPYTER={probe}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    out = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+    assert out["MPLBACKEND"] == "<unset>", "make lab must not force the Agg backend on students"
+    venv_bin = str(ROOT / ".venv" / "bin")
+    assert out["course-adv"] == f"{venv_bin}/course-adv"
+    assert out["python"] == f"{venv_bin}/python"
+    assert out["args"].startswith("lab ")
