@@ -135,7 +135,11 @@ def check_data(x: Any, y: Any, x_name: str = "x", y_name: str = "y") -> None:
         kind = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
         raise TypeError(f"{x_name} must be a float tensor of pixels in [0, 1], got {kind}")
     if not isinstance(y, torch.Tensor) or y.dtype != torch.int64 or y.dim() != 1:
-        kind = f"{y.dtype} of shape {tuple(y.shape)}" if isinstance(y, torch.Tensor) else type(y).__name__
+        kind = (
+            f"{y.dtype} of shape {tuple(y.shape)}"
+            if isinstance(y, torch.Tensor)
+            else type(y).__name__
+        )
         raise TypeError(
             f"{y_name} must be a 1-D int64 tensor of class labels, got {kind}; e.g. {y_name}.long()"
         )
