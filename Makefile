@@ -35,11 +35,19 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	@touch $(STAMP)
 
-# .venv/bin first on the PATH: JupyterLab's terminals and `!` commands in a notebook find the venv's
-# python, pip and `course-adv` (e.g. `course-adv grade`), not the system's.
+# .venv/bin first on the PATH: `!` commands in a notebook find the venv's python, pip and
+# `course-adv` (e.g. `course-adv grade`), not the system's. JupyterLab's terminals would start a
+# login shell, whose profile resets PATH; they get a bash that reads the user's ~/.bashrc and
+# then activates the venv (a server config file kept inside the venv).
+LAB_RC := $(VENV)/course-adv-bashrc
+LAB_CONFIG := $(VENV)/course-adv-lab-config.py
 lab: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" VIRTUAL_ENV="$(CURDIR)/$(VENV)" $(LAB_JUPYTER) lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks \
-		$$( [ "$$(id -u)" = 0 ] && echo --allow-root ) $(LAB_ARGS)
+	@printf '%s\n' '[ -f ~/.bashrc ] && . ~/.bashrc' '. "$(CURDIR)/$(BIN)/activate"' > $(LAB_RC)
+	@printf 'c.ServerApp.terminado_settings = {"shell_command": ["bash", "--rcfile", "%s"]}\n' \
+		"$(CURDIR)/$(LAB_RC)" > $(LAB_CONFIG)
+	PATH="$(CURDIR)/$(BIN):$$PATH" VIRTUAL_ENV="$(CURDIR)/$(VENV)" $(LAB_JUPYTER) lab \
+		--config="$(CURDIR)/$(LAB_CONFIG)" --ServerApp.root_dir="$(CURDIR)" \
+		--LabApp.default_url=/lab/tree/notebooks $$( [ "$$(id -u)" = 0 ] && echo --allow-root ) $(LAB_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check .

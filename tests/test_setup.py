@@ -115,3 +115,17 @@ def test_make_lab_gives_the_server_the_venv_first_on_path_and_no_agg_backend(tmp
     assert out["course-adv"] == f"{venv_bin}/course-adv"
     assert out["python"] == f"{venv_bin}/python"
     assert out["args"].startswith("lab ")
+    # JupyterLab's terminals: a bash that reads the user's ~/.bashrc, then activates the venv
+    config = re.search(r"--config=(\S+)", out["args"]).group(1)
+    rcfile = re.search(r'"--rcfile", "([^"]+)"', Path(config).read_text()).group(1)
+    (tmp_path / ".bashrc").write_text('export PATH="/opt/user-tools:$PATH"\n')
+    shell = subprocess.run(
+        ["bash", "--rcfile", rcfile, "-i", "-c", "command -v course-adv; echo $PATH"],
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "TERM": "dumb"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    found, path = shell.stdout.split()[-2:]
+    assert found == f"{venv_bin}/course-adv"
+    assert path.startswith(venv_bin) and "/opt/user-tools" in path  # the user's own rc kept
