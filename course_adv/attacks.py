@@ -1,27 +1,38 @@
 """Adversarial attacks: FGSM, BIM, PGD (l-inf and l2), targeted, least-likely class, DeepFool.
 
-One plain function per attack, each a short loop you can read top to bottom. They share:
+One plain function per attack. ``fgsm`` and ``pgd`` show the paper's equation as code, top to
+bottom: the loss, its gradient with respect to the input (``torch.autograd.grad``, so the
+parameters' ``.grad`` is never touched), the step, the projection onto the eps-ball and the
+clip to [0, 1]. What they share lives in one place each:
 
 - ``_validate``: every argument is checked once, before the attack, with a message that names
-  the argument and the fix (never ``assert``, never inside the loop).
-- ``eval_mode``: the model runs in eval mode and every submodule gets its own mode back.
-- ``_input_grad``: one forward pass and the gradient of the loss with respect to the *input
-  only* (``torch.autograd.grad``), so the parameters' ``.grad`` is never touched.
+  the argument and the fix (never ``assert``, never inside the loop);
+- ``course_adv.utils.eval_mode``: the model runs in eval mode and every submodule gets its own
+  mode back afterwards.
 
 Conventions (COURSE.md section 2): pixels in [0, 1] and eps in those units; every iterate is
 projected onto the eps-ball around the clean input, then clipped to [0, 1]; ``y=None`` means
 "attack the model's own predictions" (no label leaking); the input is never mutated; the
 result is detached, on the input's device and dtype.
 
-Iterative attacks (``pgd``, ``bim``, ``iterative_least_likely``) stop moving an example as
-soon as an iterate fools the model, and return that iterate. So robust accuracy can be read
-off the returned tensor alone: if any iterate the attack evaluated fooled the model, the
-returned one does.
+The iterative attacks return what their papers return: the *final* iterate (Madry et al.'s
+PGD, Kurakin et al.'s BIM), the loss maximiser that adversarial training trains on and that
+transfers to other models. ``freeze_fooled=True`` is the evaluation speed-up: an example
+stops moving at its first iterate that fools the model, which is all a white-box verdict
+needs (``course_adv.evaluation`` uses it for robust accuracy, never for transfer).
+
+The two call shapes the rest of the course passes attacks around as:
+
+- ``Attack``: ``attack(model, x, y) -> x_adv``, a fully configured attack, e.g.
+  ``lambda m, x, y: pgd(m, x, y, 0.3, 0.01, 40)``;
+- ``AttackFamily``: ``attack(model, x, y, eps) -> x_adv``, one attack over many budgets, e.g.
+  ``fgsm`` itself.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from itertools import chain
 from numbers import Integral, Real
 
@@ -32,6 +43,8 @@ from torch import Tensor, nn
 from .utils import eval_mode
 
 __all__ = [
+    "Attack",
+    "AttackFamily",
     "fgsm",
     "pgd",
     "bim",
@@ -39,10 +52,12 @@ __all__ = [
     "least_likely_class",
     "iterative_least_likely",
     "deepfool",
-    "eval_mode",
     "NORMS",
     "LOSSES",
 ]
+
+Attack = Callable[[nn.Module, Tensor, Tensor | None], Tensor]
+AttackFamily = Callable[[nn.Module, Tensor, Tensor | None, float], Tensor]
 
 NORMS = ("inf", "2")
 LOSSES = ("ce", "cw")
@@ -53,12 +68,7 @@ _PROBE = 16  # rows of x the output check runs the model on (cheap next to the a
 
 
 def fgsm(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor | None = None,
-    eps: float | None = None,
-    *,
-    targeted: bool = False,
+    model: nn.Module, x: Tensor, y: Tensor | None, eps: float, *, targeted: bool = False
 ) -> Tensor:
     """Fast Gradient Sign Method: one step of size ``eps`` along the sign of the input gradient.
 
@@ -75,16 +85,19 @@ def fgsm(
         x: a batch of inputs in [0, 1], shape (N, ...).
         y: true labels (N,), the targets when ``targeted``, or ``None`` for the model's own
             predictions on ``x``.
-        eps: the l-inf budget in pixel units, e.g. 0.3 (= 76.5/255). Required.
+        eps: the l-inf budget in pixel units, e.g. 0.3 (= 76.5/255).
         targeted: move toward the classes ``y`` instead of away from them.
     """
-    if eps is None:
-        raise TypeError("fgsm() needs eps, the l-inf budget in pixel units, e.g. eps=0.1")
     with eval_mode(model):
         y = _validate(model, x, y, eps=eps, targeted=targeted)
         x = x.detach()
-        grad, _ = _input_grad(model, x, y, "ce", targeted)
-    return (x + eps * grad.sign()).clamp(0, 1)
+        with torch.enable_grad():  # attacks also work when called under torch.no_grad()
+            x_in = x.clone().requires_grad_()
+            # summed, not averaged: each example's gradient does not depend on the batch size
+            loss = F.cross_entropy(model(x_in), y, reduction="sum")
+            (grad,) = torch.autograd.grad(loss, x_in, materialize_grads=True)
+    step = -eps * grad.sign() if targeted else eps * grad.sign()
+    return (x + step).clamp(0, 1)
 
 
 def pgd(
@@ -100,27 +113,20 @@ def pgd(
     targeted: bool = False,
     norm: str = "inf",
     loss: str = "ce",
-    early_stop: bool = True,
+    freeze_fooled: bool = False,
 ) -> Tensor:
     """Projected Gradient Descent (ascent on the loss), l-inf or l2.
 
     Madry, Makelov, Schmidt, Tsipras & Vladu 2018, "Towards Deep Learning Models Resistant to
-    Adversarial Attacks", section 2.1: the inner maximisation of the saddle-point problem
-    (eq. (2.1)) solved by projected steps::
+    Adversarial Attacks", section 2.1 and eq. (2.1): the inner maximisation of the saddle-point
+    problem, solved by projected steps::
 
         x_{t+1} = clip_[0,1]( Proj_{B(x, eps)}( x_t + alpha * d_t ) )
 
-    with ``d_t = sign(grad)`` for ``norm="inf"`` and ``d_t = grad / ||grad||_2`` for
+    with ``d_t = sign(grad_x L(x_t, y))`` for ``norm="inf"`` and ``d_t = grad / ||grad||_2`` for
     ``norm="2"``. ``random_start`` draws ``x_0`` uniformly from the eps-ball (then clips);
-    without it ``x_0 = x`` and, for l-inf, this is BIM (Kurakin et al. 2016).
-
-    What comes back, per example: the first iterate that fooled the model (predicted class
-    differs from ``y``, or equals it when ``targeted``); the attack stops moving an example
-    once it is fooled. If no evaluated iterate fooled, the last iterate. With ``restarts > 1``
-    each restart starts from a fresh random point, only the examples not yet fooled are
-    attacked again, and the result is the first fooling iterate found, else the final iterate
-    with the highest loss. Either way, checking the returned tensor tells whether any
-    iterate fooled the model.
+    without it ``x_0 = x`` and, for l-inf, this is BIM (Kurakin et al. 2016). What comes back
+    is the final iterate ``x_steps``, as in the paper.
 
     Args:
         model: a classifier returning logits.
@@ -131,39 +137,103 @@ def pgd(
         alpha: step size (pixel units for l-inf, l2 length for l2).
         steps: number of gradient steps (each one forward and one backward pass).
         random_start: start from a uniform random point in the ball.
-        restarts: number of runs (each from a new random start).
+        restarts: number of runs, each from a new random start; per example the best run comes
+            back: one that fools the model, else the one with the highest loss. Later runs
+            attack only the examples no earlier run fooled. Restarts differ only with
+            ``random_start=True``.
         targeted: descend the loss of the target classes ``y`` instead.
         norm: ``"inf"`` or ``"2"``.
-        loss: ``"ce"`` (cross-entropy) or ``"cw"``, the logit margin
-            ``max_{j != y} z_j - z_y`` (Carlini & Wagner 2017's f_6 without kappa), which does
-            not saturate like the softmax does; attacking with both is a stronger evaluation.
-        early_stop: ``True`` (default, for evaluation) freezes an example at its first
-            fooling iterate, as described above. ``False`` is Madry et al.'s plain PGD: every
-            example takes all ``steps`` and the last iterate of each run comes back (the
-            loss maximiser that adversarial training, eq. (3), trains on).
+        loss: ``"ce"`` (cross-entropy) or ``"cw"``, the logit margin ``max_{j != y} z_j - z_y``
+            (Carlini & Wagner 2017's f_6 without kappa), which does not saturate like the
+            softmax does; attacking with both is a stronger evaluation.
+        freeze_fooled: the evaluation speed-up. An example stops moving at its first iterate
+            that fools the model (predicts anything but ``y``; ``y`` itself when targeted), and
+            that iterate comes back. Only for white-box verdicts: such an example sits just
+            past the decision boundary and transfers badly to other models.
 
-    Cost: ``steps`` forward + backward passes per restart, plus one forward pass on ``x`` when
-    ``y`` is None and, with ``restarts > 1``, one per restart to rank the last iterates.
-    Restarts only differ with ``random_start=True``.
+    Cost: ``steps`` forward + backward passes per run, plus one forward pass on ``x`` when
+    ``y`` is None and, with ``restarts > 1``, one per run to rank the runs.
     """
-    opts = dict(eps=eps, alpha=alpha, steps=steps, norm=norm, loss=loss, targeted=targeted)
+    options = dict(
+        random_start=random_start,
+        targeted=targeted,
+        norm=norm,
+        loss=loss,
+        freeze_fooled=freeze_fooled,
+    )
+    _check_int("restarts", restarts, minimum=1)
+    if restarts > 1:  # the best of several runs of the loop below
+        return _best_of_restarts(model, x, y, eps, alpha, steps, restarts, **options)
     with eval_mode(model):
-        y = _validate(model, x, y, restarts=restarts, **opts)
+        y = _validate(model, x, y, eps=eps, alpha=alpha, steps=steps, **options)
         x = x.detach()
-        best, fooled = _pgd_run(model, x, y, random_start, early_stop, **opts)
-        if restarts == 1:
-            return best  # (ranking restarts needs one more forward pass, for the last iterate)
-        fooled, best_loss = _score(model, best, y, fooled, loss, targeted)
+        # x_0: x itself, or a point drawn uniformly from the eps-ball around it
+        if random_start and norm == "inf":
+            x_adv = (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0, 1)
+        elif random_start:  # l2: a uniform direction, at radius eps * U^(1/d)
+            direction = torch.randn_like(x)
+            radius = eps * torch.rand(len(x), dtype=x.dtype, device=x.device) ** (1 / x[0].numel())
+            x_adv = (x + direction * _rows(radius, x) / _l2(direction).clamp_min(1e-12)).clamp(0, 1)
+        else:
+            x_adv = x
+        # l-inf: the eps-ball and [0, 1] are both boxes, so projecting and clipping is one clamp
+        low, high = (x - eps).clamp(min=0), (x + eps).clamp(max=1)
+        fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        for _ in range(steps):
+            # the loss of every example at x_t, and its gradient with respect to x_t only
+            with torch.enable_grad():
+                x_adv = x_adv.detach().requires_grad_()
+                logits = model(x_adv)
+                value = _loss(logits, y, loss, targeted).sum()  # summed: examples independent
+                (grad,) = torch.autograd.grad(value, x_adv, materialize_grads=True)
+            x_adv = x_adv.detach()
+            if norm == "inf":  # x_t + alpha * sign(grad), then Proj and clip as one clamp
+                x_next = torch.add(x_adv, grad.sign(), alpha=alpha).clamp_(low, high)
+            else:  # the step along grad / ||grad||_2, Proj onto the l2 ball, then clip
+                x_next = x_adv + alpha * grad / _l2(grad).clamp_min(1e-12)
+                delta = x_next - x
+                delta = delta * (eps / _l2(delta).clamp_min(1e-12)).clamp(max=1)
+                x_next = (x + delta).clamp(0, 1)  # clipping moves pixels toward x: still inside
+            if freeze_fooled:  # an example that x_t fools stays at x_t
+                fooled |= _is_fooled(logits, y, targeted)
+                x_next = torch.where(_rows(fooled, x), x_adv, x_next)
+            x_adv = x_next
+    return x_adv
+
+
+def _best_of_restarts(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor | None,
+    eps: float,
+    alpha: float,
+    steps: int,
+    restarts: int,
+    **options: object,
+) -> Tensor:
+    """``pgd`` with ``restarts`` runs: per example, the best run's iterate.
+
+    Best means: an iterate that fools the model beats one that does not, and between two that
+    do not, the higher loss wins. Each run's returned iterate is judged (one forward pass), so
+    the best result of any single run is never lost: restarts are never weaker than one run.
+    Later runs attack only the examples no earlier run fooled.
+    """
+    loss, targeted = options["loss"], options["targeted"]
+    with eval_mode(model):
+        y = _validate(model, x, y, eps=eps, alpha=alpha, steps=steps, restarts=restarts, **options)
+        x = x.detach()
+        best = pgd(model, x, y, eps, alpha, steps, **options)
+        best_fooled, best_loss = _judge(model, best, y, loss, targeted)
         for _ in range(restarts - 1):
-            todo = (~fooled).nonzero().squeeze(1)  # later restarts attack only the survivors
+            todo = (~best_fooled).nonzero().squeeze(1)
             if len(todo) == 0:
                 break
-            x_new, fooled_new = _pgd_run(model, x[todo], y[todo], random_start, early_stop, **opts)
-            fooled_new, loss_new = _score(model, x_new, y[todo], fooled_new, loss, targeted)
-            better = fooled_new | (loss_new > best_loss[todo])
-            best[todo[better]] = x_new[better]
-            best_loss[todo[better]] = loss_new[better]
-            fooled[todo] = fooled_new
+            run = pgd(model, x[todo], y[todo], eps, alpha, steps, **options)
+            fooled, value = _judge(model, run, y[todo], loss, targeted)
+            better = fooled | (value > best_loss[todo])
+            best[todo[better]] = run[better]
+            best_fooled[todo[better]] = fooled[better]
+            best_loss[todo[better]] = value[better]
     return best
 
 
@@ -189,6 +259,7 @@ def bim(
     steps: int | None = None,
     *,
     targeted: bool = False,
+    freeze_fooled: bool = False,
 ) -> Tensor:
     """Basic Iterative Method: FGSM repeated with a small step, clipped to the eps-ball.
 
@@ -196,13 +267,24 @@ def bim(
 
         x_0 = x,   x_{N+1} = Clip_{x,eps}{ x_N + alpha * sign(grad_x J(x_N, y_true)) }
 
-    This is ``pgd`` with ``norm="inf"`` and no random start (so it stops at the first iterate
-    that fools, see ``pgd``). ``alpha`` and ``steps`` default to ``bim_schedule(eps)``.
+    This is ``pgd`` with ``norm="inf"`` and no random start; the final iterate comes back
+    (``freeze_fooled=True``: the first fooling iterate, see ``pgd``). ``alpha`` and ``steps``
+    default to ``bim_schedule(eps)``.
     """
     default_alpha, default_steps = bim_schedule(eps)
     alpha = default_alpha if alpha is None else alpha
     steps = default_steps if steps is None else steps
-    return pgd(model, x, y, eps, alpha, steps, random_start=False, targeted=targeted)
+    return pgd(
+        model,
+        x,
+        y,
+        eps,
+        alpha,
+        steps,
+        random_start=False,
+        targeted=targeted,
+        freeze_fooled=freeze_fooled,
+    )
 
 
 def least_likely_class(model: nn.Module, x: Tensor) -> Tensor:
@@ -231,7 +313,7 @@ def iterative_least_likely(
 
         y_LL = argmin_y p(y | x),   x_{N+1} = Clip_{x,eps}{ x_N - alpha * sign(grad_x J(x_N, y_LL)) }
 
-    ``alpha`` and ``steps`` default to ``bim_schedule(eps)``.
+    ``alpha`` and ``steps`` default to ``bim_schedule(eps)``; the final iterate comes back.
     """
     return bim(model, x, least_likely_class(model, x), eps, alpha, steps, targeted=True)
 
@@ -240,7 +322,7 @@ def deepfool(
     model: nn.Module,
     x: Tensor,
     *,
-    num_classes: int = 10,
+    candidates: int = 10,
     overshoot: float = 0.02,
     max_iter: int = 50,
 ) -> tuple[Tensor, Tensor]:
@@ -254,9 +336,10 @@ def deepfool(
         r_i  = |f'_l| / ||w'_l||_2^2 * w'_l
 
     until the prediction changes; the total perturbation is ``(1 + overshoot) * sum_i r_i``
-    (the paper's 1 + eta, with eta = 0.02 in its experiments). As in the authors' code, each step is lengthened
-    by 1e-4 and only the ``num_classes`` classes the model ranks highest on the clean input
-    are candidates. Iterates are clipped to [0, 1] (course convention; the paper does not).
+    (the paper's 1 + eta, with eta = 0.02 in its experiments). As in the authors' code, each
+    step is lengthened by 1e-4 and only the ``candidates`` classes the model ranks highest on
+    the clean input (k0 among them) are considered. Iterates are clipped to [0, 1] (course
+    convention; the paper does not clip).
 
     Returns:
         ``(x_adv, norms)``: the adversarial examples and the l2 norm of each perturbation
@@ -266,13 +349,13 @@ def deepfool(
     """
     with eval_mode(model):
         _validate(model, x, labels=False)
-        _check_int("num_classes", num_classes, minimum=2)
+        _check_int("candidates", candidates, minimum=2)
         _check_real("overshoot", overshoot, minimum=0.0)
         _check_int("max_iter", max_iter, minimum=1)
         x = x.detach()
         with torch.no_grad():
             logits = model(x)
-        candidates = logits.topk(min(num_classes, logits.shape[1]), dim=1).indices  # k0 first
+        classes = logits.topk(min(candidates, logits.shape[1]), dim=1).indices  # k0 first
         r_total = torch.zeros_like(x)
         x_adv = x.clone()
         active = torch.ones(len(x), dtype=torch.bool, device=x.device)
@@ -280,8 +363,8 @@ def deepfool(
             idx = active.nonzero().squeeze(1)
             if len(idx) == 0:
                 break
-            logits, f, grads = _class_grads(model, x_adv[idx], candidates[idx])
-            still = logits.argmax(1) == candidates[idx, 0]  # not flipped yet
+            logits, f, grads = _class_grads(model, x_adv[idx], classes[idx])
+            still = logits.argmax(1) == classes[idx, 0]  # not flipped yet
             active[idx] = still
             w = grads[:, 1:] - grads[:, :1]  # w'_k, shape (n, K-1, ...)
             w_norm = w.flatten(2).norm(dim=2).clamp_min(1e-12)
@@ -294,7 +377,7 @@ def deepfool(
     return x_adv, (x_adv - x).flatten(1).norm(dim=1)
 
 
-# ----------------------------------------------------------------------------- the steps
+# ----------------------------------------------------------------------------- small pieces
 
 
 def _loss(logits: Tensor, y: Tensor, loss: str, targeted: bool) -> Tensor:
@@ -308,29 +391,18 @@ def _loss(logits: Tensor, y: Tensor, loss: str, targeted: bool) -> Tensor:
     return z_y - z_other if targeted else z_other - z_y
 
 
-def _input_grad(
-    model: nn.Module, x_adv: Tensor, y: Tensor, loss: str, targeted: bool
-) -> tuple[Tensor, Tensor]:
-    """One forward pass; return the gradient of the summed loss w.r.t. the input, and the logits.
-
-    ``torch.autograd.grad`` differentiates with respect to ``x_adv`` alone: nothing is
-    accumulated into the parameters' ``.grad``. The loss is summed (not averaged) so that each
-    example's gradient does not depend on the batch size.
-    """
-    with torch.enable_grad():  # attacks also work when called under torch.no_grad()
-        x_adv = x_adv.detach().requires_grad_()
-        logits = model(x_adv)
-        (grad,) = torch.autograd.grad(
-            _loss(logits, y, loss, targeted).sum(), x_adv, materialize_grads=True
-        )
-    # the attacks update the gradient in place; for a model that only sums its input, autograd
-    # hands back an expanded view of one number per example, which cannot be written to
-    return grad.contiguous(), logits.detach()
-
-
 def _is_fooled(logits: Tensor, y: Tensor, targeted: bool) -> Tensor:
     """Per example: predicted the target (targeted), or anything but ``y`` (untargeted)."""
     return logits.argmax(1) == y if targeted else logits.argmax(1) != y
+
+
+def _judge(
+    model: nn.Module, x_adv: Tensor, y: Tensor, loss: str, targeted: bool
+) -> tuple[Tensor, Tensor]:
+    """One forward pass on the iterates a run returns: (fooled, loss), to rank restarts."""
+    with torch.no_grad():
+        logits = model(x_adv)
+    return _is_fooled(logits, y, targeted), _loss(logits, y, loss, targeted)
 
 
 def _rows(v: Tensor, x: Tensor) -> Tensor:
@@ -341,68 +413,6 @@ def _rows(v: Tensor, x: Tensor) -> Tensor:
 def _l2(v: Tensor) -> Tensor:
     """Per-example l2 norm, shaped to broadcast against v."""
     return _rows(v.flatten(1).norm(dim=1), v)
-
-
-def _random_start(x: Tensor, eps: float, norm: str) -> Tensor:
-    """A point drawn uniformly from the eps-ball around x, clipped to [0, 1]."""
-    if norm == "inf":
-        delta = torch.empty_like(x).uniform_(-eps, eps)
-    else:  # uniform in the l2 ball: a uniform direction, radius eps * U^(1/d)
-        delta = torch.randn_like(x)
-        radius = torch.rand(len(x), dtype=x.dtype, device=x.device) ** (1 / x[0].numel())
-        delta = delta * _rows(eps * radius, x) / _l2(delta).clamp_min(1e-12)
-    return (x + delta).clamp(0, 1)
-
-
-def _l2_step(x_adv: Tensor, grad: Tensor, x: Tensor, eps: float, alpha: float) -> Tensor:
-    """Step ``alpha`` along grad / ||grad||_2, project onto the l2 eps-ball around x, clip."""
-    grad_norm = _l2(grad)
-    x_new = x_adv + alpha * grad / grad_norm.clamp_min(1e-12)
-    delta = x_new - x
-    delta = delta * (eps / _l2(delta).clamp_min(1e-12)).clamp(max=1.0)
-    x_new = (x + delta).clamp(0, 1)  # clipping moves each pixel toward x: still in the ball
-    return torch.where(grad_norm > 0, x_new, x_adv)  # no gradient, no move
-
-
-def _pgd_run(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    random_start: bool,
-    early_stop: bool,
-    *,
-    eps: float,
-    alpha: float,
-    steps: int,
-    norm: str,
-    loss: str,
-    targeted: bool,
-) -> tuple[Tensor, Tensor]:
-    """One PGD run: the iterates, and which examples an evaluated iterate fooled."""
-    x_adv = _random_start(x, eps, norm) if random_start else x
-    low, high = (x - eps).clamp(min=0), (x + eps).clamp(max=1)  # l-inf ball and [0, 1]: a box
-    fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
-    # the in-place updates below touch only tensors this loop owns (grad, the new x_adv): fewer
-    # passes over memory keep PGD close to the cost of its bare passes (see course_adv.bench)
-    for _ in range(steps):
-        grad, logits = _input_grad(model, x_adv, y, loss, targeted)
-        fooled |= _is_fooled(logits, y, targeted)
-        if early_stop:
-            grad *= _rows(~fooled, x)  # no gradient, no step: a fooled example stays put
-        if norm == "inf":  # x_adv + alpha * sign(grad), projected and clipped by one clamp
-            x_adv = torch.add(x_adv, grad.sign_(), alpha=alpha).clamp_(low, high)
-        else:
-            x_adv = _l2_step(x_adv, grad, x, eps, alpha)
-    return x_adv, fooled
-
-
-def _score(
-    model: nn.Module, x_adv: Tensor, y: Tensor, fooled: Tensor, loss: str, targeted: bool
-) -> tuple[Tensor, Tensor]:
-    """Evaluate a run's last iterate: (fooled by any iterate, loss), to rank restarts."""
-    with torch.no_grad():
-        logits = model(x_adv)
-    return fooled | _is_fooled(logits, y, targeted), _loss(logits, y, loss, targeted)
 
 
 def _class_grads(model: nn.Module, x: Tensor, classes: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -434,13 +444,15 @@ def _validate(
     norm: str = "inf",
     loss: str = "ce",
     targeted: bool = False,
+    random_start: bool = False,
+    freeze_fooled: bool = False,
     labels: bool = True,
 ) -> Tensor | None:
     """Check every argument once, before the attack; return the labels to attack with.
 
     Must run inside ``eval_mode(model)`` (which checks that ``model`` is a module): it runs the
-    model on a few rows of ``x`` to check that it returns logits (and, for ``y=None``, on all of ``x`` for its predictions).
-    With ``labels=False`` (attacks that take no labels) it returns None.
+    model on a few rows of ``x`` to check that it returns logits (and, for ``y=None``, on all
+    of ``x`` for its predictions). With ``labels=False`` (attacks that take no labels) it returns None.
     """
     if not isinstance(x, Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
@@ -452,6 +464,10 @@ def _validate(
     _check_real("alpha", alpha, minimum=0.0, strict=True)
     _check_int("steps", steps, minimum=1)
     _check_int("restarts", restarts, minimum=1)
+    flags = {"targeted": targeted, "random_start": random_start, "freeze_fooled": freeze_fooled}
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be True or False, got {value!r}")
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {NORMS} (l-inf or l2), got {norm!r}")
     if loss not in LOSSES:

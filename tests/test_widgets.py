@@ -120,12 +120,41 @@ def test_figure_titles_show_prediction_and_confidence():
         (dict(eps_grid=(0.1, 0.0)), ValueError, "increasing"),
         (dict(eps_grid=(-0.1, 0.0)), ValueError, "eps >= 0"),
         (dict(n_show=0), ValueError, "n_show"),
+        (dict(attack="fgsm"), TypeError, "attack"),
     ],
 )
 def test_rejects_bad_arguments(kwargs, error, match):
     model, x, y = _model_and_data(4)
     with pytest.raises(error, match=match):
         EpsilonExplorer(model, x, y, attack=CountingFGSM(), **kwargs)
+
+
+def test_rejects_labels_that_are_not_int64_class_indices():
+    model, x, y = _model_and_data(4)
+    with pytest.raises(TypeError, match=r"\by\b.*int64"):
+        EpsilonExplorer(model, x, y.float(), (0.0,), attack=CountingFGSM())
+    with pytest.raises(ValueError, match="equal length"):
+        EpsilonExplorer(model, x, y[:2], (0.0,), attack=CountingFGSM())
+
+
+def test_a_frozen_batchnorm_stays_frozen():
+    """utils.eval_mode restores every submodule's own mode, not just the top module's."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.BatchNorm2d(1), nn.Flatten(), nn.Linear(28 * 28, 10)).train()
+    model[0].eval()  # frozen statistics inside a training model
+    x = torch.rand(6, 1, 28, 28)
+    EpsilonExplorer(model, x, None, (0.0, 0.1), attack=CountingFGSM(), n_show=2)
+    assert model.training and model[2].training and not model[0].training
+
+
+def test_accuracy_is_robust_accuracy_over_all_points():
+    """Correct under attack over all points: a clean mistake that the attack fixes counts."""
+    model, x, y = _model_and_data(10)
+    labels = y.roll(1, 0)  # the model's predictions on x.roll(1, 0)
+    assert (y != labels).float().mean() > 0.5  # most points are clean mistakes
+    shifted = lambda m, xb, yb, eps: xb.roll(1, 0)  # noqa: E731 (what the model gets right)
+    explorer = EpsilonExplorer(model, x, labels, (0.0, 0.1), attack=shifted)
+    assert explorer.accuracies == [1.0, 1.0]
 
 
 def test_default_grid_spans_zero_to_point_three():
