@@ -27,7 +27,7 @@ from . import __version__
 from .data import cache_dir
 from .utils import get_device
 
-__all__ = ["train_or_load", "config_key", "checkpoint_path"]
+__all__ = ["train_or_load", "config_key", "checkpoint_path", "tensors_digest", "model_fingerprint"]
 
 FORMAT = 1
 
@@ -41,6 +41,34 @@ def config_key(config: Mapping[str, Any]) -> str:
             f"config must be JSON-serialisable (str, int, float, bool, None, lists, dicts): {err}"
         ) from err
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def tensors_digest(*tensors: torch.Tensor) -> str:
+    """SHA-256 of the tensors' dtypes, shapes and bytes: the identity of data or of weights."""
+    h = hashlib.sha256()
+    for t in tensors:
+        t = t.detach().cpu().contiguous()
+        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def model_fingerprint(model: nn.Module) -> dict[str, str]:
+    """A model as a cache key sees it: its class and a SHA-256 of its state dict.
+
+    Two models of the same class with different weights get different fingerprints, so a
+    configuration that names a model (e.g. the static models of ensemble training) cannot
+    load a checkpoint trained with another.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    state = model.state_dict()
+    h = hashlib.sha256()
+    for name in sorted(state):
+        h.update(name.encode())
+        h.update(tensors_digest(state[name]).encode())
+    kind = type(model)
+    return {"class": f"{kind.__module__}.{kind.__qualname__}", "sha256": h.hexdigest()}
 
 
 def checkpoint_path(config: Mapping[str, Any], folder: str | os.PathLike | None = None) -> Path:

@@ -21,12 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, TensorDataset
 
 __all__ = [
     "Dataset",
     "load_data",
-    "make_loader",
     "stratified_subset",
     "stratified_split",
     "DATASETS",
@@ -272,29 +270,3 @@ def stratified_subset(
     _, idx = stratified_split(y.cpu().numpy(), n, seed)
     idx_t = torch.from_numpy(np.sort(idx)).to(y.device)
     return x[idx_t], y[idx_t]
-
-
-def make_loader(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    batch_size: int = 128,
-    shuffle: bool = True,
-    seed: int = 0,
-    drop_last: bool = False,
-) -> DataLoader:
-    """A seeded single-process loader: the same seed gives the same batches in the same order."""
-    if len(x) != len(y):
-        raise ValueError(f"x and y differ in length ({len(x)} != {len(y)})")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    generator = torch.Generator()
-    generator.manual_seed(seed)
-    return DataLoader(
-        TensorDataset(x, y),
-        batch_size=batch_size,
-        shuffle=shuffle,
-        drop_last=drop_last,
-        num_workers=0,
-        generator=generator,
-    )

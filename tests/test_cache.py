@@ -163,3 +163,25 @@ def test_unstorable_info_writes_nothing(tmp_path):
             CONFIG, _build, lambda m: {"t": torch.zeros(1)}, cache_dir=tmp_path, device="cpu"
         )
     assert not any(tmp_path.iterdir())
+
+
+def test_fingerprints_identify_weights_and_data():
+    """Cache keys name models by a hash of their weights and data by a hash of its tensors."""
+    a, b = _build(), _build()
+    assert cache.model_fingerprint(a) == cache.model_fingerprint(b)
+    assert cache.model_fingerprint(a)["class"] == "course_adv.models.SoftmaxRegression"
+    with torch.no_grad():
+        b.linear.bias[3] += 1e-6  # one weight, barely moved
+    assert cache.model_fingerprint(a) != cache.model_fingerprint(b)
+    x = torch.arange(6.0)
+    digests = {
+        cache.tensors_digest(x),
+        cache.tensors_digest(x.double()),  # same values, other dtype
+        cache.tensors_digest(x.reshape(2, 3)),  # same bytes, other shape
+        cache.tensors_digest(x.flip(0)),
+        cache.tensors_digest(x, x),
+    }
+    assert len(digests) == 5
+    assert cache.tensors_digest(x) == cache.tensors_digest(torch.arange(6.0))
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+        cache.model_fingerprint("cnn")

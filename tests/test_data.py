@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from course_adv import data
-from course_adv.data import load_data, make_loader, read_idx, stratified_split, stratified_subset
+from course_adv.data import load_data, read_idx, stratified_split, stratified_subset
 
 
 @pytest.fixture(scope="module")
@@ -69,17 +69,6 @@ def test_stratified_subset(mnist5k):
     assert y.bincount().tolist() == [20] * 10 and x.shape == (200, 1, 28, 28)
     with pytest.raises(ValueError, match="n must be"):
         stratified_subset(mnist5k.x_test, mnist5k.y_test, 0)
-
-
-def test_loader_is_seeded(mnist5k):
-    def first_labels(seed):
-        loader = make_loader(mnist5k.x_train, mnist5k.y_train, batch_size=64, seed=seed)
-        return next(iter(loader))[1]
-
-    assert torch.equal(first_labels(3), first_labels(3))
-    assert not torch.equal(first_labels(3), first_labels(4))
-    with pytest.raises(ValueError, match="batch_size"):
-        make_loader(mnist5k.x_train, mnist5k.y_train, batch_size=0)
 
 
 def test_unknown_dataset_name():
