@@ -3,6 +3,7 @@ that declares its arguments and sets ``run`` to a callable taking the parsed arg
 returning the exit code; add a new one to ``SUBCOMMANDS``.
 
     course-adv grade PATH [--json] [--csv FILE] [--timeout S] [--hidden FILE] [--exercise NAME]
+                          [--jobs N] [--no-sandbox]
     course-adv make-exercises [--check] [--solutions DIR] [--exercises DIR]
 """
 
@@ -18,15 +19,17 @@ def add_grade(subparsers) -> None:
         "grade",
         help="grade exercise notebooks (one, or a folder of them)",
         description="Grade a submitted exercise notebook, or every notebook in a folder. Each "
-        "notebook runs in a separate, time-limited Python process. Exits 0 whatever the score; "
-        "2 when grading itself cannot run (bad path, bad hidden-cases file).",
+        "notebook runs in a bubblewrap sandbox (no network, no view of other files, a time "
+        "limit). Exits 0 whatever the score; 2 when grading itself cannot run (bad path, bad "
+        "hidden-cases file, no sandbox for a folder).",
     )
     parser.add_argument("path", help="a notebook (.ipynb) or a folder of notebooks")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--csv", metavar="FILE", help="also write one row per notebook to FILE")
     parser.add_argument(
         "--timeout", type=float, default=60.0, metavar="S",
-        help="wall-clock seconds per notebook (default: 60)",
+        help="seconds for a notebook's cells, all together; each graded call gets 10%% of it "
+        "(at least 5 s) on top (default: 60)",
     )  # fmt: skip
     parser.add_argument(
         "--hidden", metavar="FILE",
@@ -35,6 +38,14 @@ def add_grade(subparsers) -> None:
     parser.add_argument(
         "--exercise", metavar="NAME",
         help="grade against this exercise (default: from the notebook's metadata or file name)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--jobs", type=int, default=1, metavar="N",
+        help="grade N notebooks at once (default: 1; on 2 cores, 2)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--no-sandbox", action="store_true",
+        help="grade without bubblewrap (where it is missing); every report says 'not sandboxed'",
     )  # fmt: skip
 
     def run(args: argparse.Namespace) -> int:
@@ -47,6 +58,8 @@ def add_grade(subparsers) -> None:
             timeout=args.timeout,
             hidden_file=args.hidden,
             exercise=args.exercise,
+            jobs=args.jobs,
+            no_sandbox=args.no_sandbox,
         )
 
     parser.set_defaults(run=run)

@@ -18,34 +18,25 @@ import time
 from pathlib import Path
 
 import nbformat
-import numpy as np
 import pytest
 import torch
 
 from course_adv import attacks
-from course_adv._grading_child import python_source
 from course_adv.cli import main
 from course_adv.grading import (
-    EXERCISES,
     HIDDEN_ENV,
-    CaseResult,
-    GradingError,
-    Outcome,
-    Report,
-    _outcome,
-    _read_npy,
+    all_exercises,
     check,
-    format_json,
     format_text,
     grade_notebook,
     grade_path,
-    load_hidden_cases,
 )
+from course_adv.grading.sandbox import missing_reason
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTION = ROOT / "solutions" / "02_fgsm.ipynb"
 EXERCISE = ROOT / "exercises" / "02_fgsm.ipynb"
-MAX = EXERCISES["02_fgsm"].max_points
+MAX = all_exercises()["02_fgsm"].max_points
 HIDDEN = [
     {"function": "fgsm", "eps": 0.07, "seed": 11, "n": 6, "points": 2, "model": "cnn"},
     {"function": "accuracy_under_attack", "eps": 0.15, "seed": 12, "n": 50, "points": 1,
@@ -240,6 +231,8 @@ def batch(tmp_path_factory):
     hidden.write_text(json.dumps(HIDDEN))
     table = folder.parent / "grades.csv"
     argv = ["grade", str(folder), "--json", "--csv", str(table), "--hidden", str(hidden)]
+    if missing_reason() is not None:  # the sandbox's own tests run in test_grading_sandbox
+        argv.append("--no-sandbox")
     started = time.perf_counter()
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer):
@@ -259,7 +252,8 @@ def test_solution_scores_full_marks_including_hidden_cases(tmp_path, monkeypatch
     monkeypatch.setenv(HIDDEN_ENV, str(hidden))
     report = grade_notebook(SOLUTION)
     assert report.exercise == "02_fgsm"
-    assert report.error is None and report.notes == []
+    assert report.error is None
+    assert [n for n in report.notes if not n.startswith("not sandboxed")] == []
     assert report.max_score == MAX + HIDDEN_MAX
     assert report.score == report.max_score, format_text([report])
     hidden_results = [r for r in report.results if r.hidden]
@@ -338,7 +332,7 @@ def test_csv_has_one_row_per_notebook(batch):
     with open(batch["csv"], newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == len(BATCH)
-    assert list(rows[0]) == ["path", "exercise", "fgsm", "accuracy_under_attack", "total", "max", "error"]  # fmt: skip
+    assert list(rows[0]) == ["path", "exercise", "fgsm", "accuracy_under_attack", "total", "max", "flags", "sandboxed", "error"]  # fmt: skip
     by_name = {Path(r["path"]).stem.removesuffix("_02_fgsm"): r for r in rows}
     for name, got in batch["by_name"].items():
         row = by_name[name]
@@ -354,20 +348,36 @@ def test_json_report_shape(batch):
     assert report["max"] == len(BATCH) * (MAX + HIDDEN_MAX)
     case_keys = {"function", "name", "hidden", "passed", "points", "max_points", "feedback"}
     for item in report["submissions"]:
-        assert set(item) == {"path", "exercise", "score", "max_score", "error", "notes", "cases"}
+        assert set(item) == {
+            "path", "exercise", "score", "max_score", "error", "flags", "sandboxed", "notes", "cases"
+        }  # fmt: skip
         assert all(set(case) == case_keys for case in item["cases"])
 
 
+def _processes_with(marker: str) -> list[str]:
+    """Live processes (not zombies) whose command line contains ``marker``."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if marker in cmdline and state != "Z" and str(os.getpid()) != entry.name:
+            found.append(cmdline)
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc")
 def test_endless_loop_ignoring_alarms_is_killed_with_its_children(tmp_path):
-    pid_file = tmp_path / "pid"
+    marker = f"600.{os.getpid()}{int(time.time()) % 10000}"  # sleep's argument names the child
     path = submission(
         tmp_path,
         "hangs_02_fgsm",
         extra=(
             f"""
             import signal, subprocess
-            child = subprocess.Popen(["sleep", "600"])
-            open({str(pid_file)!r}, "w").write(str(child.pid))
+            child = subprocess.Popen(["sleep", "{marker}"])
             signal.signal(signal.SIGALRM, signal.SIG_IGN)
             while True:
                 pass
@@ -376,15 +386,11 @@ def test_endless_loop_ignoring_alarms_is_killed_with_its_children(tmp_path):
     )
     started = time.perf_counter()
     report = grade_notebook(path, timeout=8, hidden=[])
-    assert time.perf_counter() - started < 30
+    assert time.perf_counter() - started < 60
     assert report.score == 0
-    assert any("time limit" in note for note in report.notes)
-    if pid_file.exists() and Path("/proc").is_dir():
-        pid = int(pid_file.read_text())
-        time.sleep(0.5)
-        stat_file = Path(f"/proc/{pid}/stat")
-        if stat_file.exists():  # a zombie waiting for its reaper is dead enough
-            assert stat_file.read_text().split()[2] == "Z", "the submission's child survived"
+    assert any("time limit" in note and "cell 4" in note for note in report.notes), report.notes
+    time.sleep(0.5)
+    assert _processes_with(marker) == [], "the submission's child survived"
 
 
 # --------------------------------------------------------------------------- check() in a kernel
@@ -458,76 +464,3 @@ def test_unreadable_notebook_in_a_folder_scores_zero(tmp_path):
     reports = grade_path(tmp_path, hidden=[])
     assert len(reports) == 1 and reports[0].score == 0 and reports[0].max_score == MAX
     assert "not a readable notebook" in reports[0].error
-
-
-@pytest.mark.parametrize(
-    "item, message",
-    [
-        ({"function": "pgd", "eps": 0.1, "seed": 0, "n": 1, "points": 1}, "not graded"),
-        ({"function": "fgsm", "eps": 0.1, "seed": 0, "n": 1}, "missing"),
-        ({"function": "fgsm", "eps": 0.1, "seed": 0, "n": 0, "points": 1}, "n must be"),
-        ({"function": "fgsm", "eps": 0.1, "seed": 0.5, "n": 1, "points": 1}, "seed must be"),
-        ({"function": "fgsm", "eps": 0.1, "seed": 0, "n": 1, "points": 1, "model": "vit"}, "model"),
-        ({"function": "fgsm", "eps": 0.1, "seed": 0, "n": 1, "points": 1, "x": 1}, "unknown"),
-    ],
-)
-def test_hidden_cases_are_validated(tmp_path, item, message):
-    path = tmp_path / "hidden.json"
-    path.write_text(json.dumps([item]))
-    with pytest.raises(GradingError, match=message):
-        load_hidden_cases(path)
-
-
-def test_only_plain_float_arrays_are_read_back(tmp_path):
-    good = tmp_path / "good.npy"
-    np.save(good, np.ones((2, 3), np.float32))
-    assert _read_npy(good).dtype == np.float32
-    pickled = tmp_path / "pickled.npy"
-    np.save(pickled, np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    assert _read_npy(pickled) is None
-    ints = tmp_path / "ints.npy"
-    np.save(ints, np.arange(3))
-    assert _read_npy(ints) is None
-    link = tmp_path / "link.npy"
-    os.symlink(good, link)
-    assert _read_npy(link) is None
-    huge = tmp_path / "huge.npy"  # a header that promises far more data than the file holds
-    with open(huge, "wb") as f:
-        np.lib.format.write_array_header_1_0(
-            f, {"descr": "<f8", "fortran_order": False, "shape": (10**9, 10**3)}
-        )
-    assert _read_npy(huge) is None
-    assert _read_npy(tmp_path / "absent.npy") is None
-
-
-def test_text_report_puts_totals_last_and_hides_hidden_feedback():
-    visible = CaseResult("fgsm", "case 1: x", False, False, 0.0, 2.0, ["fix this"])
-    hidden = CaseResult("fgsm", "hidden case 1", True, False, 0.0, 1.0, [])
-    reports = [
-        Report("a.ipynb", "02_fgsm", [visible, hidden], notes=["cell 3 raised X"]),
-        Report("b.ipynb", None, error="cannot tell which exercise this is"),
-    ]
-    text = format_text(reports)
-    assert "fix this" in text and "cell 3 raised X" in text and "not graded" in text
-    assert text.splitlines()[-1] == "Total: 0/3"
-    assert json.loads(format_json(reports))["max"] == 3
-
-
-def test_untrusted_facts_are_type_checked():
-    facts = {
-        "error": 3,
-        "type": ["torch.Tensor"],
-        "value": 10**400,
-        "requires_grad": "yes",
-        "batch_sizes": [1, "2"],
-    }
-    assert _outcome(facts, {}) == Outcome()  # every field of the wrong type is dropped
-    assert _outcome({"value": True}, {}).value is None  # a bool is not an accuracy
-    assert _outcome({"value": 1}, {}).value == 1.0
-    assert _outcome({"error": "Boom: \x1b[2J"}, {}).error == "Boom:  [2J"
-    assert _outcome(["not", "a", "dict"], {}).error.startswith("gave no result")
-
-
-def test_ipython_magics_and_shell_escapes_are_dropped():
-    cell = "%matplotlib inline\nx = 1\nif x:\n    !pip install something"
-    assert python_source(cell) == "pass\nx = 1\nif x:\n    pass"

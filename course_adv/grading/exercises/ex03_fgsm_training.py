@@ -1,0 +1,268 @@
+"""Exercise 03 (``03_fgsm_training.ipynb``): one optimisation step of eq. (2).
+
+Goodfellow, Shlens & Szegedy 2015, eq. (2)::
+
+    J~(theta, x, y) = alpha J(theta, x, y) + (1 - alpha) J(theta, x + eps sign(grad_x J(theta, x, y)), y)
+
+``fgsm_training_step(model, optimizer, x, y, eps, alpha)`` crafts the FGSM examples with the
+model in eval mode (the course's convention for every attack), computes the mixed loss with
+the model in train mode, clears the old gradients, back-propagates, steps the optimiser and
+returns the loss as a float, leaving the model in train mode. The case model has a BatchNorm
+layer, so the modes matter and can be checked exactly: in train mode BatchNorm normalises with
+the batch's statistics and updates its running averages; in eval mode it uses (and keeps)
+them. The optimiser arrives with stale gradients in ``.grad``, as after an earlier step.
+
+Graded on the parameters and BatchNorm statistics after the step, the returned loss and the
+model's mode; the diagnoses recognise a missing ``zero_grad``, an attack crafted in train
+mode, alpha on the wrong term, the adversarial loss alone, and the model's predicted labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from course_adv import attacks
+from course_adv.grading.digits import DigitCase, one_thread
+from course_adv.grading.spec import (
+    Exercise,
+    GradedFunction,
+    Outcome,
+    as_array,
+    as_bool,
+    as_float,
+    bounded,
+    error_feedback,
+    one_of,
+    scalar,
+    type_name,
+)
+
+
+def bn_model() -> nn.Module:
+    """A small MLP with BatchNorm: where train and eval mode compute different things."""
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(784, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 10)
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepCase(DigitCase):
+    """A BatchNorm MLP (seeded, briefly warmed up), digits, eps, alpha and the SGD step size."""
+
+    model: str = one_of("bn_mlp", default="bn_mlp")
+    alpha: float = bounded(0, 1)
+    lr: float = bounded(1e-4, 1, default=0.1)
+
+    def describe(self) -> str:
+        digits = "digit" if self.n == 1 else "digits"
+        return (
+            f"BatchNorm MLP, {self.dtype}, eps={self.eps:g}, alpha={self.alpha:g}, "
+            f"lr={self.lr:g}, {self.n} {digits}"
+        )
+
+    def _model(self) -> nn.Module:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            model = bn_model()
+        return model.to(getattr(torch, self.dtype))
+
+    def inputs(self) -> dict[str, Any]:
+        base = DigitCase(
+            function=self.function,
+            eps=self.eps,
+            seed=self.seed,
+            n=self.n,
+            dtype=self.dtype,
+            points=0,
+        ).inputs()
+        x, y = base["x"], base["y"]
+        model = self._model()
+        with torch.no_grad():  # running statistics that differ from any one batch's
+            model.train()
+            model(x.flip(0) * 0.5)
+        stale = [torch.randn(p.shape, generator=torch.Generator().manual_seed(self.seed + k)).to(p.dtype)
+                 for k, p in enumerate(model.parameters())]  # fmt: skip
+        return {"model": model.train(), "x": x, "y": y, "stale": stale}
+
+    def save_inputs(self, inputs: dict[str, Any], stem: Path) -> None:
+        torch.save(inputs["model"].state_dict(), f"{stem}.model.pt")
+        np.save(f"{stem}.x.npy", inputs["x"].numpy(), allow_pickle=False)
+        np.save(f"{stem}.y.npy", inputs["y"].numpy(), allow_pickle=False)
+        for k, grad in enumerate(inputs["stale"]):
+            np.save(f"{stem}.stale{k}.npy", grad.numpy(), allow_pickle=False)
+
+    def load_inputs(self, stem: Path) -> dict[str, Any]:
+        model = self._model()
+        model.load_state_dict(torch.load(f"{stem}.model.pt", weights_only=True))
+        dtype = getattr(torch, self.dtype)
+        stale = [
+            torch.from_numpy(np.load(f"{stem}.stale{k}.npy", allow_pickle=False)).to(dtype)
+            for k in range(len(list(model.parameters())))
+        ]
+        x = torch.from_numpy(np.load(f"{stem}.x.npy", allow_pickle=False)).to(dtype)
+        y = torch.from_numpy(np.load(f"{stem}.y.npy", allow_pickle=False)).long()
+        return {"model": model.train(), "x": x, "y": y, "stale": stale}
+
+
+def _fresh(inputs: dict[str, Any]) -> tuple[nn.Module, torch.optim.Optimizer]:
+    """A copy of the case model in train mode, and an SGD optimiser holding stale gradients."""
+    model = bn_model().to(inputs["x"].dtype)
+    model.load_state_dict(inputs["model"].state_dict())
+    model.train()
+    for p, grad in zip(model.parameters(), inputs["stale"], strict=True):
+        p.grad = grad.clone()
+    return model, torch.optim.SGD(model.parameters(), lr=inputs["lr"])
+
+
+def _state(model: nn.Module) -> np.ndarray:
+    """Every parameter, flattened into one float64 vector. (Not BatchNorm's running averages:
+    they depend on the order of the two forward passes, which eq. (2) leaves open.)"""
+    return torch.cat([p.detach().double().flatten() for p in model.parameters()]).numpy()
+
+
+def call_step(fn: Callable, case: StepCase, inputs: dict[str, Any]) -> tuple[dict, dict]:
+    """``fn(model, optimizer, x, y, eps, alpha)``; the model's state and mode come back."""
+    model, optimizer = _fresh({**inputs, "lr": case.lr})
+    x = inputs["x"].clone()
+    result = fn(model, optimizer, x, inputs["y"].clone(), case.eps, case.alpha)
+    facts = {"type": type_name(result), "loss": scalar(result), "training": bool(model.training)}
+    return facts, {"state": _state(model), "x_after": as_array(x)}
+
+
+def _step(
+    inputs,
+    case,
+    *,
+    zero_grad=True,
+    attack_mode="eval",
+    swap=False,
+    adv_only=False,
+    labels="true",
+    one_pass=False,
+):
+    """The reference step, or one of the typical mistakes the diagnoses name."""
+    model, optimizer = _fresh({**inputs, "lr": case.lr})
+    x, y = inputs["x"], inputs["y"]
+    target = y if labels == "true" else None
+    if attack_mode == "eval":
+        x_adv = attacks.fgsm(model, x, target, case.eps)  # eval mode inside, then restored
+    else:  # crafted in train mode: batch statistics, running averages updated
+        x_req = x.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(F.cross_entropy(model(x_req), y), x_req)
+        x_adv = (x + case.eps * grad.sign()).clamp(0, 1).detach()
+    a = 1 - case.alpha if swap else case.alpha
+    if one_pass:  # clean and adversarial halves through BatchNorm together, as the library does
+        losses = F.cross_entropy(model(torch.cat([x, x_adv])), torch.cat([y, y]), reduction="none")
+        loss = a * losses[: len(x)].mean() + (1 - a) * losses[len(x) :].mean()
+    else:
+        loss = F.cross_entropy(model(x_adv), y)
+        if not adv_only:
+            loss = a * F.cross_entropy(model(x), y) + (1 - a) * loss
+    if zero_grad:
+        optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return {"state": _state(model), "loss": float(loss.item())}
+
+
+def reference_step(case: StepCase, inputs: dict[str, Any]) -> dict[str, Any]:
+    with one_thread():
+        ref = _step(inputs, case)
+        one_pass = _step(inputs, case, one_pass=True)
+        mistakes = {
+            "stale gradients": _step(inputs, case, zero_grad=False),
+            "train-mode attack": _step(inputs, case, attack_mode="train"),
+            "alpha swapped": _step(inputs, case, swap=True),
+            "adversarial only": _step(inputs, case, adv_only=True),
+            "predicted labels": _step(inputs, case, labels="predicted"),
+        }
+    before = _state(inputs["model"])
+    return {
+        "x": inputs["x"].numpy(),
+        "ref": ref,
+        "one_pass": one_pass,
+        "mistakes": mistakes,
+        "before": before,
+    }
+
+
+MESSAGES = {
+    "stale gradients": "the parameters moved by the stale gradients the optimiser already held: "
+    "call optimizer.zero_grad() before loss.backward().",
+    "train-mode attack": "the FGSM examples were crafted with the model in train mode (BatchNorm "
+    "used the batch's statistics and updated its running averages); craft them in eval mode, "
+    "e.g. with course_adv.attacks.fgsm, then train in train mode.",
+    "alpha swapped": "alpha weighs the wrong term: eq. (2) is alpha * J(x) + (1 - alpha) * J(x_adv).",
+    "adversarial only": "only the adversarial loss was minimised; eq. (2) mixes in the clean loss "
+    "with weight alpha.",
+    "predicted labels": "the FGSM examples attack the model's predictions; eq. (2) crafts them "
+    "with the true labels y (label leaking is the notebook's point).",
+}
+
+
+def score_step(case: StepCase, ref: dict[str, Any], got: Outcome) -> list[str]:
+    if got.error is not None:
+        return error_feedback("fgsm_training_step", got.error)
+    state = got.arrays.get("state")
+    if state is None or state.shape != ref["ref"]["state"].shape:
+        return ["the model's parameters could not be read back after the step."]
+    problems = []
+    tol = 1e-9 if case.dtype == "float64" else 2e-5
+    right = [ref["ref"], ref["one_pass"]]  # two forward passes, or one over both halves
+    match = next((r for r in right if np.allclose(state, r["state"], rtol=0, atol=tol)), None)
+    if match is None:
+        for name, mistake in ref["mistakes"].items():
+            if np.allclose(state, mistake["state"], rtol=0, atol=tol):
+                problems.append(MESSAGES[name])
+                break
+        else:
+            unchanged = np.array_equal(state, ref["before"])
+            problems.append(
+                "the parameters after the step differ from one SGD step on eq. (2)"
+                + (" (they did not change at all: call optimizer.step())" if unchanged else "")
+                + ". Hint: FGSM in eval mode, the mixed loss in train mode, zero_grad, "
+                "backward, step."
+            )
+    loss, want = got.facts.get("loss"), (match or ref["ref"])["loss"]
+    if loss is None or abs(loss - want) > 1e3 * tol * max(1.0, abs(loss)):
+        problems.append(
+            f"the returned loss is {got.type if loss is None else f'{loss:.5g}'}; return the "
+            f"value of the mixed loss, loss.item() ({want:.5g} here)."
+        )
+    if got.facts.get("training") is not True:
+        problems.append("the model is left in eval mode; leave it in train mode (model.train()).")
+    x_after = got.arrays.get("x_after")
+    if x_after is None or not np.array_equal(x_after, ref["x"]):
+        problems.append("fgsm_training_step() changed its input x in place.")
+    return problems
+
+
+EXERCISE = Exercise(
+    name="03_fgsm_training",
+    functions=(
+        GradedFunction(
+            name="fgsm_training_step",
+            case_type=StepCase,
+            call=call_step,
+            reference=reference_step,
+            score=score_step,
+            facts={"loss": as_float, "training": as_bool},
+            arrays=("state", "x_after"),
+            course_answers=("course_adv.training.objectives._mixed_loss",),
+        ),
+    ),
+    cases=(
+        StepCase(function="fgsm_training_step", eps=0.3, alpha=0.5, seed=0, n=32, points=3),
+        StepCase(function="fgsm_training_step", eps=0.1, alpha=0.3, seed=1, n=16, points=3),
+        StepCase(function="fgsm_training_step", eps=0.2, alpha=0.7, seed=2, n=8, points=2, dtype="float64"),
+        StepCase(function="fgsm_training_step", eps=0.25, alpha=0.9, lr=0.05, seed=3, n=24, points=2),
+    ),
+)  # fmt: skip
