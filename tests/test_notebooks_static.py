@@ -166,3 +166,35 @@ def test_links_to_notebooks_that_do_not_exist_say_so(path):
                 f"cell {i} points to {match.group(0)}, which does not exist yet; "
                 f"say so right after it: *({PLANNED}: planned)*"
             )
+
+
+@pytest.mark.parametrize(
+    "path", ALL_NOTEBOOKS, ids=[f"{p.parent.name}/{p.name}" for p in ALL_NOTEBOOKS]
+)
+def test_a_notebook_that_builds_a_model_seeds_it_first(path):
+    """Run twice, a notebook prints the same numbers: a model it builds itself is seeded first
+    (zoo models and ``train(seed=...)`` seed themselves; ``build_model`` and ``nn.Module``
+    constructors draw from the global random stream)."""
+    code = "\n".join(_code(_read(path)))
+    code = re.sub(r"count_parameters\(models\.build_model\(\w+\)\)", "", code)  # no weights used
+    first_build = re.search(r"build_model\(|\bnn\.Sequential\(|models\.[A-Z]\w*\(", code)
+    if first_build is None:
+        return
+    seeded = re.search(r"seed_everything\(|manual_seed\(", code[: first_build.start()])
+    if seeded is None:  # a helper function that builds models must seed inside itself
+        body = code[code.rfind("\ndef ", 0, first_build.start()) : first_build.start()]
+        seeded = re.search(r"seed_everything\(|manual_seed\(", body)
+    assert seeded, f"seed before the first model is built ({first_build.group(0)})"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_a_slider_says_what_a_reopened_notebook_shows(path):
+    """A saved notebook has no live widgets: JupyterLab shows "Error displaying widget: model
+    not found" until the cell runs again. A notebook with a widget says so next to it."""
+    nb = _read(path)
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "code" and re.search(r"\.widget\b", cell.source):
+            before = " ".join(
+                c.source for c in nb.cells[max(0, i - 3) : i] if c.cell_type == "markdown"
+            )
+            assert "model not found" in before, f"cell {i}: say what a reopened notebook shows"

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from course_adv.models import SmallCNN
-from course_adv.utils import get_device, quick_mode, full_or_quick, seed_everything
+from course_adv.utils import full_or_quick, get_device, quick_mode, seed_everything
 
 
 def test_device_override(monkeypatch):
