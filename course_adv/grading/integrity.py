@@ -4,8 +4,8 @@ Before any submitted code runs, the child replaces the *code* of each course fun
 answers an exercise (``GradedFunction.course_answers``, such as ``course_adv.attacks.fgsm``)
 with a stand-in that records the call and then runs the original code. Because the function
 object itself is changed, not a name that points to it, every way of reaching it records the
-call: ``from course_adv.attacks import fgsm``, ``course_adv.training.attacks.fgsm``,
-``importlib.import_module("course_adv." + "attacks")``, ``train.__globals__["attacks"]``, a
+call: ``from course_adv.attacks import fgsm``, ``course_adv.training.objectives.attacks.fgsm``,
+``importlib.import_module("course_adv." + "attacks")``, ``pgd.__globals__["fgsm"]``, a
 reference kept from before. The child clears the record before each graded call and reports
 what was called during it; the grader gives those cases nothing and flags the notebook.
 """
