@@ -137,6 +137,29 @@ def _mask(
     return mask
 
 
+def _pgd_mask(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    steps: int,
+    cache: Cache | None,
+    *,
+    loss: str = "ce",
+    runs: int = 1,
+) -> torch.Tensor:
+    """``_mask`` of white-box PGD; the cache key is derived from the attack's settings."""
+    name = f"PGD-{steps}" + (" CW" if loss == "cw" else "") + (f" x{runs}" if runs > 1 else "")
+    return _mask(model, x, y, (name, eps), _pgd(eps, steps, loss), cache, runs=runs)
+
+
+def _fgsm_mask(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, cache: Cache | None
+) -> torch.Tensor:
+    """``_mask`` of white-box FGSM, cached under ``("FGSM", eps)``."""
+    return _mask(model, x, y, ("FGSM", eps), _fgsm(eps), cache)
+
+
 def _acc(mask: torch.Tensor) -> float:
     return mask.float().mean().item()
 
@@ -153,8 +176,8 @@ def _iterative(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int, cache: Cache | None
 ) -> torch.Tensor:
     """Per point: right under PGD with the cross-entropy *and* with the CW loss."""
-    ce = _mask(model, x, y, (f"PGD-{steps}", eps), _pgd(eps, steps), cache)
-    return ce & _mask(model, x, y, (f"PGD-{steps} CW", eps), _pgd(eps, steps, "cw"), cache)
+    ce = _pgd_mask(model, x, y, eps, steps, cache)
+    return ce & _pgd_mask(model, x, y, eps, steps, cache, loss="cw")
 
 
 # --------------------------------------------------------------------------- the checks
@@ -182,7 +205,7 @@ def check_monotone_in_eps(
     high_eps = _high_eps(eps, high_eps)
     grid = [eps / 3, 2 * eps / 3, eps, high_eps]
     curve = [_acc(_clean(model, x, y, cache))]
-    curve += [_acc(_mask(model, x, y, (f"PGD-{steps}", e), _pgd(e, steps), cache)) for e in grid]
+    curve += [_acc(_pgd_mask(model, x, y, e, steps, cache)) for e in grid]
     grid = [0.0, *grid]
     rises = [after - before for before, after in zip(curve, curve[1:], strict=False)]
     pairs = list(zip(grid, curve, strict=True))
@@ -206,7 +229,7 @@ def check_iterative_vs_single_step(
 ) -> Check:
     """Iterative attacks (PGD, cross-entropy and CW) are no weaker than single-step FGSM."""
     iterative = _acc(_iterative(model, x, y, eps, steps, cache))
-    fgsm = _acc(_mask(model, x, y, ("FGSM", eps), _fgsm(eps), cache))
+    fgsm = _acc(_fgsm_mask(model, x, y, eps, cache))
     return Check(
         CHECKS["iterative_vs_single_step"],
         iterative <= fgsm + tolerance,
@@ -257,8 +280,8 @@ def check_more_steps(
     cache: Cache | None = None,
 ) -> Check:
     """Doubling PGD's steps changes accuracy by little: the attack had converged."""
-    base = _mask(model, x, y, (f"PGD-{steps}", eps), _pgd(eps, steps), cache)
-    more = _mask(model, x, y, (f"PGD-{2 * steps}", eps), _pgd(eps, 2 * steps), cache)
+    base = _pgd_mask(model, x, y, eps, steps, cache)
+    more = _pgd_mask(model, x, y, eps, 2 * steps, cache)
     return _change("more_steps", (f"PGD-{steps}", base), (f"PGD-{2 * steps}", more), tolerance)
 
 
@@ -274,9 +297,9 @@ def check_more_restarts(
     cache: Cache | None = None,
 ) -> Check:
     """Running PGD ``restarts`` times from random starts changes accuracy by little."""
-    base = _mask(model, x, y, (f"PGD-{steps}", eps), _pgd(eps, steps), cache)
+    base = _pgd_mask(model, x, y, eps, steps, cache)
     name = f"PGD-{steps} x{restarts}"
-    more = _mask(model, x, y, (name, eps), _pgd(eps, steps), cache, runs=restarts)
+    more = _pgd_mask(model, x, y, eps, steps, cache, runs=restarts)
     return _change("more_restarts", (f"PGD-{steps}", base), (name, more), tolerance)
 
 
@@ -295,7 +318,7 @@ def check_second_loss(
     A saturated softmax gives the cross-entropy no gradient where the margin still has one
     (Carlini & Wagner 2017): a big drop means the cross-entropy alone was fooled by masking.
     """
-    base = _mask(model, x, y, (f"PGD-{steps}", eps), _pgd(eps, steps), cache)
+    base = _pgd_mask(model, x, y, eps, steps, cache)
     both = _iterative(model, x, y, eps, steps, cache)
     return _change("second_loss", (f"PGD-{steps}", base), ("PGD with CE and CW", both), tolerance)
 
@@ -321,7 +344,7 @@ def check_whitebox_vs_transfer(
     final_pgd = partial(attacks.pgd, eps=eps, alpha=2.5 * eps / steps, steps=steps)
     transfer_fgsm = _transferred(source, _fgsm(eps))
     values = {
-        "fgsm": _acc(_mask(model, x, y, ("FGSM", eps), _fgsm(eps), cache)),
+        "fgsm": _acc(_fgsm_mask(model, x, y, eps, cache)),
         "pgd": _acc(_iterative(model, x, y, eps, steps, cache)),
         "transfer_fgsm": _acc(_mask(model, x, y, ("transfer FGSM", eps), transfer_fgsm, cache)),
         "transfer_pgd": _acc(
@@ -366,7 +389,7 @@ def check_noise(
     noise = partial(random_sign_noise, eps=eps)
     values = {
         "noise": _acc(_mask(model, x, y, (f"noise x{draws}", eps), noise, cache, runs=draws)),
-        "fgsm": _acc(_mask(model, x, y, ("FGSM", eps), _fgsm(eps), cache)),
+        "fgsm": _acc(_fgsm_mask(model, x, y, eps, cache)),
         "pgd": _acc(_iterative(model, x, y, eps, steps, cache)),
     }
     return Check(
