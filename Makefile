@@ -18,12 +18,13 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # Agg (no windows) is for the test runs only: in `make lab` a student's plt.show() must draw.
 TEST_ENV := MPLBACKEND=Agg
 
-.PHONY: lab test setup lint unit nbval exercises bench clean help
+.PHONY: lab test setup lint unit nbval exercises bench warm clean help
 
 help:
 	@echo "make lab    set up, then open the course in JupyterLab"
 	@echo "make test   set up, then run ruff, nbstripout, unit tests and nbval (quick mode)"
 	@echo "make bench  print the benchmark figures (attacks, defences)"
+	@echo "make warm   run every notebook once, so the checkpoint cache holds every model (QUICK=1: quick mode)"
 
 setup: $(STAMP)
 
@@ -74,6 +75,22 @@ exercises: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m course_adv.bench attacks
 	$(BIN)/python -m course_adv.defences_report
+
+# Instructors: run every notebook once, in order, so the checkpoint cache holds every model the
+# course trains; copy that folder to the room's machines instead of training there (INSTRUCTORS.md).
+# Outputs are discarded; the notebooks in the repository stay untouched. QUICK=1 warms quick mode.
+QUICK ?=
+warm: $(STAMP)
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	for nb in $(sort $(wildcard notebooks/*.ipynb)); do \
+		start=$$(date +%s); \
+		PATH="$(CURDIR)/$(BIN):$$PATH" MPLBACKEND=Agg $(if $(QUICK),COURSE_ADV_QUICK=1) \
+			$(LAB_JUPYTER) nbconvert \
+			--to notebook --execute --ExecutePreprocessor.timeout=3600 --output-dir "$$tmp" "$$nb" \
+			>"$$tmp/log" 2>&1 || { cat "$$tmp/log"; echo "make warm: $$nb failed"; exit 1; }; \
+		echo "$$nb: $$(( $$(date +%s) - start )) s"; \
+	done; \
+	echo "warm: $$($(BIN)/python -c 'from course_adv.data import cache_dir; print(cache_dir())')"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

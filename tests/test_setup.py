@@ -129,3 +129,49 @@ def test_make_lab_gives_the_server_the_venv_first_on_path_and_no_agg_backend(tmp
     found, path = shell.stdout.split()[-2:]
     assert found == f"{venv_bin}/course-adv"
     assert path.startswith(venv_bin) and "/opt/user-tools" in path  # the user's own rc kept
+
+
+def test_make_warm_runs_every_notebook_in_order_and_stops_at_a_failure(tmp_path):
+    """`make warm` (INSTRUCTORS.md) executes each notebook once, in order, into a temporary
+    folder (the repository's notebooks stay untouched), and stops with the failing notebook's
+    log and a non-zero exit."""
+    import os
+    import shutil
+    import subprocess
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    log = tmp_path / "calls"
+    fake = tmp_path / "jupyter"
+    fake.write_text(
+        "#!/bin/bash\n"
+        'echo "quick=${COURSE_ADV_QUICK:-} $*" >> "$FAKE_LOG"\n'
+        'case "$*" in *"$FAIL_ON"*) echo "Traceback: boom"; exit 1;; esac\n'
+    )
+    fake.chmod(0o755)
+    stamp = ".venv/.course-adv-installed"
+    notebooks = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "notebooks").glob("*.ipynb"))
+
+    def warm(*args: str, fail_on: str = "never") -> subprocess.CompletedProcess:
+        env = {**os.environ, "FAKE_LOG": str(log), "FAIL_ON": fail_on}
+        return subprocess.run(
+            ["make", "-s", "-o", stamp, "warm", f"LAB_JUPYTER={fake}", *args],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+
+    result = warm("QUICK=1")
+    assert result.returncode == 0, result.stderr
+    calls = log.read_text().splitlines()
+    assert [c.split()[-1] for c in calls] == notebooks
+    assert all(c.startswith("quick=1 nbconvert") and "--execute" in c for c in calls)
+    out_dirs = {re.search(r"--output-dir (\S+)", c).group(1) for c in calls}
+    assert len(out_dirs) == 1 and not any(Path(d).is_relative_to(ROOT) for d in out_dirs)
+    assert not Path(out_dirs.pop()).exists(), "the executed copies are deleted afterwards"
+    assert result.stdout.splitlines()[-1].startswith("warm: ")
+
+    log.unlink()
+    result = warm(fail_on=notebooks[1])
+    assert result.returncode != 0
+    assert "Traceback: boom" in result.stdout and f"{notebooks[1]} failed" in result.stdout
+    assert [c.split()[-1] for c in log.read_text().splitlines()] == notebooks[:2]
+    assert all(c.startswith("quick= ") for c in log.read_text().splitlines())
