@@ -20,6 +20,7 @@ from pathlib import Path
 import nbformat
 import pytest
 import torch
+import torch.nn.functional as F
 
 from course_adv import attacks
 from course_adv.cli import main
@@ -38,8 +39,8 @@ SOLUTION = ROOT / "solutions" / "02_fgsm.ipynb"
 EXERCISE = ROOT / "exercises" / "02_fgsm.ipynb"
 MAX = all_exercises()["02_fgsm"].max_points
 HIDDEN = [
-    {"function": "fgsm", "eps": 0.07, "seed": 11, "n": 6, "points": 2, "model": "cnn"},
-    {"function": "accuracy_under_attack", "eps": 0.15, "seed": 12, "n": 50, "points": 1,
+    {"function": "fgsm_targeted", "eps": 0.07, "seed": 11, "n": 6, "points": 2, "model": "cnn"},
+    {"function": "targeted_success_rate", "eps": 0.15, "seed": 12, "n": 50, "points": 1,
      "batch_size": 16},
 ]  # fmt: skip
 HIDDEN_MAX = 3
@@ -64,23 +65,28 @@ def _source(start: str) -> str:
 def submission(
     folder: Path,
     name: str,
-    fgsm: str | None = None,
-    accuracy: str | None = None,
+    step: str | None = None,
+    rate: str | None = None,
     extra: tuple[str, ...] = (),
     lean: bool = True,
 ) -> Path:
-    """The solution notebook with its functions replaced and ``extra`` code cells appended.
+    """The solution notebook with its functions replaced (``step``: ``fgsm_targeted``,
+    ``rate``: ``targeted_success_rate``) and ``extra`` code cells appended.
 
     ``lean`` keeps only the imports and the two functions (no training, no check cells), so
     that grading it is quick; the full notebook is graded in the solution test.
     """
     nb = _solution()
-    if fgsm is not None:
-        nb.cells[_find(nb, "def fgsm(")].source = textwrap.dedent(fgsm).strip()
-    if accuracy is not None:
-        nb.cells[_find(nb, "def accuracy_under_attack(")].source = textwrap.dedent(accuracy).strip()
+    if step is not None:
+        nb.cells[_find(nb, "def fgsm_targeted(")].source = textwrap.dedent(step).strip()
+    if rate is not None:
+        nb.cells[_find(nb, "def targeted_success_rate(")].source = textwrap.dedent(rate).strip()
     if lean:
-        keep = {_find(nb, "import torch"), _find(nb, "def fgsm("), _find(nb, "def accuracy")}
+        keep = {
+            _find(nb, "import torch"),
+            _find(nb, "def fgsm_targeted("),
+            _find(nb, "def targeted_success_rate("),
+        }
         nb.cells = [c for i, c in enumerate(nb.cells) if i in keep]
     nb.cells += [nbformat.v4.new_code_cell(textwrap.dedent(code).strip()) for code in extra]
     path = folder / f"{name}.ipynb"
@@ -88,60 +94,64 @@ def submission(
     return path
 
 
-def _fgsm(body: str) -> str:
-    return "def fgsm(model, x, y, eps):\n" + textwrap.indent(textwrap.dedent(body).strip(), "    ")
+def _step(body: str) -> str:
+    head = "def fgsm_targeted(model, x, target, eps):\n"
+    return head + textwrap.indent(textwrap.dedent(body).strip(), "    ")
 
 
-def _accuracy(body: str) -> str:
-    head = "def accuracy_under_attack(model, x, y, eps, attack=fgsm, batch_size=100):\n"
+def _rate(body: str) -> str:
+    head = (
+        "def targeted_success_rate(model, x, target, eps, attack=fgsm_targeted, batch_size=100):\n"
+    )
     return head + textwrap.indent(textwrap.dedent(body).strip(), "    ")
 
 
 GRAD = """
 x_adv = x.clone().detach().requires_grad_(True)
-(grad,) = torch.autograd.grad(F.cross_entropy(model(x_adv), y), x_adv)
+(grad,) = torch.autograd.grad(F.cross_entropy(model(x_adv), target), x_adv)
 """
-WRONG_SIGN = _fgsm(GRAD + "return (x - eps * grad.sign()).clamp(0, 1).detach()")
-NO_CLIP = _fgsm(GRAD + "return (x + eps * grad.sign()).detach()")
-WRONG_EPS = _fgsm(GRAD + "return (x + 0.1 * grad.sign()).clamp(0, 1).detach()")
-WRONG_DTYPE = _fgsm(GRAD + "return (x + eps * grad.sign()).clamp(0, 1).detach().float()")
-IN_PLACE = _fgsm("""
+WRONG_SIGN = _step(GRAD + "return (x + eps * grad.sign()).clamp(0, 1).detach()")  # untargeted
+NO_CLIP = _step(GRAD + "return (x - eps * grad.sign()).detach()")
+WRONG_EPS = _step(GRAD + "return (x - 0.1 * grad.sign()).clamp(0, 1).detach()")
+WRONG_DTYPE = _step(GRAD + "return (x - eps * grad.sign()).clamp(0, 1).detach().float()")
+IN_PLACE = _step("""
 x.requires_grad_(True)
-(grad,) = torch.autograd.grad(F.cross_entropy(model(x), y), x)
+(grad,) = torch.autograd.grad(F.cross_entropy(model(x), target), x)
 x.requires_grad_(False)
-return x.add_(eps * grad.sign()).clamp_(0, 1)
+return x.sub_(eps * grad.sign()).clamp_(0, 1)
 """)
-BATCH_MEAN = _accuracy("""
-accs = []
+BATCH_MEAN = _rate("""
+rates = []
 for start in range(0, len(x), batch_size):
-    xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+    xb, tb = x[start : start + batch_size], target[start : start + batch_size]
     with torch.no_grad():
-        accs.append((model(attack(model, xb, yb, eps)).argmax(1) == yb).float().mean().item())
-return sum(accs) / len(accs)
+        rates.append((model(attack(model, xb, tb, eps)).argmax(1) == tb).float().mean().item())
+return sum(rates) / len(rates)
 """)
-PERCENT = _accuracy("""
-correct = 0
+PERCENT = _rate("""
+hits = 0
 for start in range(0, len(x), batch_size):
-    xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+    xb, tb = x[start : start + batch_size], target[start : start + batch_size]
     with torch.no_grad():
-        correct += (model(attack(model, xb, yb, eps)).argmax(1) == yb).sum().item()
-return 100 * correct / len(x)
+        hits += (model(attack(model, xb, tb, eps)).argmax(1) == tb).sum().item()
+return 100 * hits / len(x)
 """)
-CLEAN = _accuracy("""
+CLEAN = _rate("""
 with torch.no_grad():
-    return (model(x).argmax(1) == y).float().mean().item()
+    return (model(x).argmax(1) == target).float().mean().item()
 """)
-ONE_BATCH = _accuracy("""
+ONE_BATCH = _rate("""
 with torch.no_grad():
-    return (model(attack(model, x, y, eps)).argmax(1) == y).float().mean().item()
+    return (model(attack(model, x, target, eps)).argmax(1) == target).float().mean().item()
 """)
-RETURNS_X = _fgsm("return x.clone()")
-LOOPS = _fgsm("while True:\n    pass")
+RETURNS_X = _step("return x.clone()")
+LOOPS = _step("while True:\n    pass")
 MARKER = "pickle-was-loaded"  # a file the pickle below creates if anybody unpickles it
 
-# name: (fgsm source, accuracy source, extra cells, points expected, feedback expected)
+# name: (fgsm_targeted source, targeted_success_rate source, extra cells, points expected,
+# feedback expected)
 BATCH = {
-    "wrong_sign": (WRONG_SIGN, BATCH_MEAN, (), 1, ["steps down the loss", "divide by len(x)"]),
+    "wrong_sign": (WRONG_SIGN, BATCH_MEAN, (), 2, ["steps *up* the loss", "divide by len(x)"]),
     "no_clip": (NO_CLIP, PERCENT, (), 0, ["outside [0, 1]", "would be right", "percentage"]),
     "wrong_eps": (WRONG_EPS, CLEAN, (), 2, ["steps have size 0.1", "never called"]),
     "in_place": (IN_PLACE, ONE_BATCH, (), 1, ["changed its input x in place", "batches of up to"]),
@@ -160,7 +170,7 @@ BATCH = {
         ["dtype float32 but x has dtype float64"],
     ),
     "exits": (None, None, ("import os\nos._exit(0)",), 0, []),
-    "endless_fgsm": (LOOPS, None, (), 4, ["time limit", "skipped"]),
+    "endless_step": (LOOPS, None, (), 4, ["time limit", "skipped"]),
     "sys_modules": (
         RETURNS_X,
         None,
@@ -170,7 +180,7 @@ BATCH = {
             fake = types.ModuleType("course_adv.grading")
             fake.check = lambda *args, **kwargs: "all passed"
             sys.modules["course_adv.grading"] = fake
-            sys.modules["course_adv.attacks"].fgsm = lambda model, x, y, eps, **kw: x
+            sys.modules["course_adv.attacks"].fgsm = lambda model, x, t, eps, **kw: x
             sys.modules["numpy"] = types.ModuleType("numpy")
             sys.modules["json"] = types.ModuleType("json")
             sys.modules.pop("course_adv._grading_child", None)
@@ -180,8 +190,8 @@ BATCH = {
         [],
     ),
     "always_equal": (
-        _fgsm("return x.clone().as_subclass(AlwaysEqual)"),
-        _accuracy("return AnyNumber(0.5)"),
+        _step("return x.clone().as_subclass(AlwaysEqual)"),
+        _rate("return AnyNumber(0.5)"),
         (
             f"""
             import numpy as np
@@ -224,9 +234,9 @@ def batch(tmp_path_factory):
     """Grade every BATCH submission in one folder through the CLI, with hidden cases and CSV."""
     folder = tmp_path_factory.mktemp("class")
     marker_dir = tmp_path_factory.mktemp("marker")
-    for name, (fgsm, accuracy, extra, _, _) in BATCH.items():
+    for name, (step, rate, extra, _, _) in BATCH.items():
         extra = tuple(e.replace("MARKER_DIR", str(marker_dir)) for e in extra)
-        submission(folder, f"{name}_02_fgsm", fgsm, accuracy, extra)
+        submission(folder, f"{name}_02_fgsm", step, rate, extra)
     hidden = folder.parent / "hidden.json"
     hidden.write_text(json.dumps(HIDDEN))
     table = folder.parent / "grades.csv"
@@ -298,12 +308,12 @@ def test_each_submission_scores_what_it_computed(batch, name):
             assert case["feedback"] == [] and case["name"].startswith("hidden case")
 
 
-def test_wrong_fgsm_loses_every_fgsm_case_but_keeps_the_loop(batch):
-    for name in ("wrong_sign", "in_place", "sys_modules", "endless_fgsm"):
+def test_a_wrong_step_loses_every_step_case_but_keeps_the_loop(batch):
+    for name in ("wrong_sign", "in_place", "sys_modules", "endless_step"):
         got = batch["by_name"][name]
-        assert _case_points(got, "fgsm") == 0, name
-    for name in ("sys_modules", "endless_fgsm"):  # their loops are right
-        assert _case_points(batch["by_name"][name], "accuracy_under_attack") == 4 + 1
+        assert _case_points(got, "fgsm_targeted") == 0, name
+    for name in ("sys_modules", "endless_step"):  # their loops are right
+        assert _case_points(batch["by_name"][name], "targeted_success_rate") == 4 + 1
 
 
 def test_wrong_dtype_loses_only_the_float64_case_despite_noisy_cells(batch):
@@ -332,13 +342,13 @@ def test_csv_has_one_row_per_notebook(batch):
     with open(batch["csv"], newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == len(BATCH)
-    assert list(rows[0]) == ["path", "exercise", "fgsm", "accuracy_under_attack", "total", "max", "flags", "sandboxed", "error"]  # fmt: skip
+    assert list(rows[0]) == ["path", "exercise", "fgsm_targeted", "targeted_success_rate", "total", "max", "flags", "sandboxed", "error"]  # fmt: skip
     by_name = {Path(r["path"]).stem.removesuffix("_02_fgsm"): r for r in rows}
     for name, got in batch["by_name"].items():
         row = by_name[name]
         assert float(row["total"]) == got["score"]
         assert float(row["max"]) == MAX + HIDDEN_MAX
-        assert float(row["fgsm"]) + float(row["accuracy_under_attack"]) == got["score"]
+        assert float(row["fgsm_targeted"]) + float(row["targeted_success_rate"]) == got["score"]
 
 
 def test_json_report_shape(batch):
@@ -399,31 +409,108 @@ def test_endless_loop_ignoring_alarms_is_killed_with_its_children(tmp_path):
 def _solution_functions() -> dict:
     namespace: dict = {}
     exec(_source("import torch").split("\n\n")[0], namespace)  # the imports, not the data
-    exec(_source("def fgsm("), namespace)
-    exec(_source("def accuracy_under_attack("), namespace)
+    exec(_source("def fgsm_targeted("), namespace)
+    exec(_source("def targeted_success_rate("), namespace)
     return namespace
 
 
 def test_check_passes_the_solution_and_explains_a_mistake():
     ns = _solution_functions()
-    good = check("fgsm", ns["fgsm"])
+    good = check("fgsm_targeted", ns["fgsm_targeted"])
     assert good.passed and good.score == good.max_score == 6
-    assert check("accuracy_under_attack", ns["accuracy_under_attack"]).passed
+    assert check("targeted_success_rate", ns["targeted_success_rate"]).passed
     exec(WRONG_SIGN, ns)
-    bad = check("fgsm", ns["fgsm"])
+    bad = check("fgsm_targeted", ns["fgsm_targeted"])
     assert not bad.passed and bad.score == 0
-    assert "steps down the loss" in repr(bad)
+    assert "steps *up* the loss of the target" in repr(bad)
 
 
 def test_check_reports_exceptions_and_the_course_reference():
-    def broken(model, x, y, eps):
+    def broken(model, x, target, eps):
         raise NotImplementedError("later")
 
-    feedback = check("fgsm", broken)
+    feedback = check("fgsm_targeted", broken)
     assert feedback.score == 0 and "not written yet" in repr(feedback)
-    assert "the course's own" in repr(check("fgsm", attacks.fgsm))
+    assert "the course's own" in repr(check("fgsm_targeted", attacks.fgsm))
     with pytest.raises(ValueError, match="not graded"):
         check("pgd", broken)
+
+
+def _targeted(model, x, target, eps, *, sign=-1, labels=None, backward=False, train=False):
+    """A targeted FGSM step with one thing changed: the mistakes the diagnoses recognise."""
+    x_adv = x.clone().detach().requires_grad_(True)
+    loss = F.cross_entropy(model(x_adv), target if labels is None else labels(model, x))
+    if backward:
+        loss.backward()
+        grad = x_adv.grad
+    else:
+        (grad,) = torch.autograd.grad(loss, x_adv)
+    if train:
+        model.train()
+    return (x + sign * eps * grad.sign()).clamp(0, 1).detach()
+
+
+def _predicted(model, x):
+    with torch.no_grad():
+        return model(x).argmax(1)
+
+
+def _loop(model, x, target, eps, attack, batch_size, *, score="hit", mutate=False):
+    """A targeted-success loop that counts the wrong thing (``score``) or overwrites target."""
+    hits = 0
+    for start in range(0, len(x), batch_size):
+        xb, tb = x[start : start + batch_size], target[start : start + batch_size]
+        x_adv = attack(model, xb, tb, eps)
+        with torch.no_grad():
+            predicted = model(x_adv).argmax(1)
+            if score == "changed":
+                hits += (predicted != model(xb).argmax(1)).sum().item()
+            elif score == "miss":
+                hits += (predicted != tb).sum().item()
+            else:
+                hits += (predicted == tb).sum().item()
+    if mutate:
+        target.zero_()
+    return hits / len(x)
+
+
+@pytest.mark.parametrize(
+    ("function", "wrong", "says"),
+    [
+        ("fgsm_targeted", lambda *a: _targeted(*a, labels=_predicted), "model's own prediction"),
+        ("fgsm_targeted", lambda *a: _targeted(*a, labels=_predicted, sign=1), "y=None"),
+        ("fgsm_targeted", lambda *a: _targeted(*a, backward=True), "gradients in the model's"),
+        ("fgsm_targeted", lambda *a: _targeted(*a, train=True), "left the model in train mode"),
+        ("targeted_success_rate", lambda *a: _loop(*a, score="changed"), "untargeted success"),
+        ("targeted_success_rate", lambda *a: _loop(*a, score="miss"), "did *not* reach"),
+        ("targeted_success_rate", lambda *a: _loop(*a, mutate=True), "changed its input target"),
+    ],
+    ids=["predicted-label", "untargeted-on-prediction", "backward", "train-mode", "changed", "miss", "mutates-target"],
+)  # fmt: skip
+def test_check_names_each_typical_mistake(function, wrong, says):
+    """Mistakes the batch above does not make: each loses points with the right diagnosis."""
+    result = check(function, wrong)
+    assert not result.passed and result.score < result.max_score
+    assert says in repr(result), repr(result)
+
+
+def test_the_reference_step_moves_toward_the_target_as_kurakin_et_al_describe():
+    """The reference (attacks.fgsm(..., targeted=True)) raises the target's probability on
+    every digit of the linear case, and the untargeted sign, the common mistake, lowers it."""
+    exercise = all_exercises()["02_fgsm"]
+    case = next(c for c in exercise.cases if c.function == "fgsm_targeted" and c.n > 1 and c.model == "softmax")  # fmt: skip
+    inputs = case.inputs()
+    model, target = inputs["model"], inputs["target"]
+    ref = exercise.function("fgsm_targeted").reference(case, inputs)
+
+    def p_target(images):
+        with torch.no_grad():
+            probs = model(torch.from_numpy(images)).softmax(1)
+        return probs[torch.arange(len(target)), target]
+
+    clean = p_target(ref["x"])
+    assert (p_target(ref["ref"]) > clean).all()
+    assert (p_target(ref["ascent"]) < clean).all()
 
 
 def test_check_leaves_the_callers_random_state_and_threads_alone():
@@ -431,7 +518,7 @@ def test_check_leaves_the_callers_random_state_and_threads_alone():
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    check("fgsm", _solution_functions()["fgsm"])
+    check("fgsm_targeted", _solution_functions()["fgsm_targeted"])
     assert torch.equal(torch.rand(3), expected)
     assert torch.get_num_threads() == threads
 
@@ -451,7 +538,7 @@ def test_exit_code_two_when_grading_cannot_run(tmp_path, capsys):
     assert main(["grade", str(anonymous)]) == 2  # which exercise is it?
     bad_hidden = tmp_path / "hidden.json"
     bad_hidden.write_text(
-        json.dumps([{"function": "fgsm", "eps": 2, "seed": 0, "n": 1, "points": 1}])
+        json.dumps([{"function": "fgsm_targeted", "eps": 2, "seed": 0, "n": 1, "points": 1}])
     )
     assert main(["grade", str(SOLUTION), "--hidden", str(bad_hidden)]) == 2
     assert main(["grade", str(SOLUTION), "--exercise", "99_nothing"]) == 2

@@ -160,8 +160,8 @@ def test_the_engine_names_no_exercise():
 
 def test_a_spec_whose_case_has_the_wrong_type_is_refused():
     functions = grading.all_exercises()["02_fgsm"].functions
-    wrong = DigitCase(function="accuracy_under_attack", eps=0.1, seed=0, n=1, points=1)
-    with pytest.raises(TypeError, match="must be a AccuracyCase"):
+    wrong = DigitCase(function="targeted_success_rate", eps=0.1, seed=0, n=1, points=1)
+    with pytest.raises(TypeError, match="must be a SuccessCase"):
         grading.Exercise("02_broken", functions, (wrong,))
 
 
@@ -169,12 +169,13 @@ def test_a_spec_whose_case_has_the_wrong_type_is_refused():
     "item, message",
     [
         ({"function": "pgd", "eps": 0.1, "seed": 0, "n": 1, "points": 1}, "not graded"),
-        ({"function": "fgsm", "eps": 0.1, "seed": 0, "n": 1}, "missing"),
-        ({"function": "fgsm", "eps": 0.1, "seed": 0, "n": 0, "points": 1}, "n must be"),
-        ({"function": "fgsm", "eps": 0.1, "seed": 0.5, "n": 1, "points": 1}, "seed must be"),
-        ({"function": "fgsm", "eps": 0.1, "seed": 0, "n": 1, "points": 1, "model": "vit"}, "model"),
-        ({"function": "fgsm", "eps": 0.1, "seed": 0, "n": 1, "points": 1, "x": 1}, "unknown"),
-        ({"function": "fgsm", "eps": 0.1, "seed": 0, "n": 1, "points": 1, "batch_size": 8}, "unknown"),
+        ({"function": "fgsm_targeted", "eps": 0.1, "seed": 0, "n": 1}, "missing"),
+        ({"function": "fgsm_targeted", "eps": 0.1, "seed": 0, "n": 0, "points": 1}, "n must be"),
+        ({"function": "fgsm_targeted", "eps": 0.1, "seed": 0.5, "n": 1, "points": 1}, "seed must be"),
+        ({"function": "fgsm_targeted", "eps": 0.1, "seed": 0, "n": 1, "points": 1, "model": "vit"}, "model"),
+        ({"function": "fgsm_targeted", "eps": 0.1, "seed": 0, "n": 1, "points": 1, "x": 1}, "unknown"),
+        ({"function": "fgsm_targeted", "eps": 0.1, "seed": 0, "n": 1, "points": 1, "batch_size": 8}, "unknown"),
+        ({"function": "fgsm", "eps": 0.1, "seed": 0, "n": 1, "points": 1}, "not graded"),
         ({"eps": 0.1}, "function"),
     ],
 )  # fmt: skip
@@ -188,13 +189,13 @@ def test_hidden_cases_are_validated(tmp_path, item, message):
 def test_hidden_cases_get_their_functions_case_type(tmp_path):
     path = tmp_path / "hidden.json"
     items = [
-        {"function": "fgsm", "eps": 0.07, "seed": 11, "n": 6, "points": 2, "model": "cnn"},
-        {"function": "accuracy_under_attack", "eps": 0.2, "seed": 1, "n": 5, "points": 1,
+        {"function": "fgsm_targeted", "eps": 0.07, "seed": 11, "n": 6, "points": 2, "model": "cnn"},
+        {"function": "targeted_success_rate", "eps": 0.2, "seed": 1, "n": 5, "points": 1,
          "batch_size": 3},
     ]  # fmt: skip
     path.write_text(json.dumps({"cases": items}))
-    fgsm_case, loop_case = load_hidden_cases(path)
-    assert fgsm_case.hidden and fgsm_case.model == "cnn" and fgsm_case.eps == 0.07
+    step_case, loop_case = load_hidden_cases(path)
+    assert step_case.hidden and step_case.model == "cnn" and step_case.eps == 0.07
     assert loop_case.batch_size == 3 and loop_case.dtype == "float32"
     assert type(loop_case)(**loop_case.settings()) == loop_case
 
@@ -222,8 +223,8 @@ def test_only_plain_float_arrays_are_read_back(tmp_path):
 
 
 def test_text_report_puts_totals_last_and_hides_hidden_feedback():
-    visible = CaseResult("fgsm", "case 1: x", False, False, 0.0, 2.0, ["fix this"])
-    hidden = CaseResult("fgsm", "hidden case 1", True, False, 0.0, 1.0, ["secret"])
+    visible = CaseResult("fgsm_targeted", "case 1: x", False, False, 0.0, 2.0, ["fix this"])
+    hidden = CaseResult("fgsm_targeted", "hidden case 1", True, False, 0.0, 1.0, ["secret"])
     reports = [
         GradeReport("a.ipynb", "02_fgsm", [visible, hidden], notes=["cell 3 raised X"]),
         GradeReport("b.ipynb", None, error="cannot tell which exercise this is"),
@@ -261,7 +262,9 @@ def test_every_course_answer_can_be_instrumented():
 def test_a_folder_is_graded_in_the_sandbox_or_with_no_sandbox(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(batch, "missing_reason", lambda: "bwrap is not installed")
     monkeypatch.setattr(engine, "missing_reason", lambda: "bwrap is not installed")
-    _notebook(tmp_path / "a_02_fgsm.ipynb", "def fgsm(model, x, y, eps):\n    return x")
+    _notebook(
+        tmp_path / "a_02_fgsm.ipynb", "def fgsm_targeted(model, x, target, eps):\n    return x"
+    )
     with pytest.raises(GradingError, match="apt install bubblewrap.*--no-sandbox"):
         grade_path(tmp_path, hidden=[])
     assert cli_main(["grade", str(tmp_path)]) == 2

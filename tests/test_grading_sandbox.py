@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_grading import EXERCISE, HIDDEN, HIDDEN_MAX, _fgsm, _processes_with, submission
+from test_grading import EXERCISE, HIDDEN, HIDDEN_MAX, _processes_with, _step, submission
 
 import course_adv
 from course_adv.grading import (
@@ -37,8 +37,8 @@ from course_adv.grading.sandbox import PROCESSES, missing_reason
 
 MAX = all_exercises()["02_fgsm"].max_points
 SECRET = "grader-secret-4f1c9"  # in the grader's environment: must never reach a report
-HIDDEN_MARK = {"function": "fgsm", "eps": 0.0731, "seed": 98765, "n": 3, "points": 1}
-STUB = _fgsm('raise NotImplementedError("your code here")')
+HIDDEN_MARK = {"function": "fgsm_targeted", "eps": 0.0731, "seed": 98765, "n": 3, "points": 1}
+STUB = _step('raise NotImplementedError("your code here")')
 DAEMON = "daemon-7c2e"  # in the command line of the escaping daemon
 
 
@@ -70,7 +70,8 @@ def _installed() -> dict[str, str]:
 
 
 def _attackers(paths: dict[str, str]) -> dict[str, tuple]:
-    """name: (fgsm, accuracy, extra cells); None keeps the solution's function."""
+    """name: (fgsm_targeted, targeted_success_rate, extra cells); None keeps the solution's
+    function."""
     p = {k: repr(paths.get(k, "")) for k in ("class", "alice", "bob", "hidden", "csv", "port")}
     return {
         "persist": (
@@ -142,7 +143,7 @@ def _attackers(paths: dict[str, str]) -> dict[str, tuple]:
             import json
             nb = json.load(open({p["alice"]}))
             for cell in nb["cells"]:
-                if cell["cell_type"] == "code" and "def fgsm" in "".join(cell["source"]):
+                if cell["cell_type"] == "code" and "def fgsm_targeted" in "".join(cell["source"]):
                     exec("".join(cell["source"]))
             """,
                 f"""
@@ -156,17 +157,18 @@ def _attackers(paths: dict[str, str]) -> dict[str, tuple]:
             ),
         ),
         "alias_import": (
-            _fgsm("""
+            _step("""
             import importlib
-            return importlib.import_module("course_adv." + "att" + "acks").fgsm(model, x, y, eps)
+            attacks = importlib.import_module("course_adv." + "att" + "acks")
+            return attacks.fgsm(model, x, target, eps, targeted=True)
             """),
             None,
             (),
         ),
         "alias_globals": (
-            _fgsm("""
+            _step("""
             attacks = __import__("course_adv." + "attacks", fromlist=["pgd"])
-            return attacks.pgd.__globals__["fgsm"](model, x, y, eps)
+            return attacks.pgd.__globals__["fgsm"](model, x, target, eps, targeted=True)
             """),
             None,
             (),
@@ -180,24 +182,25 @@ def _attackers(paths: dict[str, str]) -> dict[str, tuple]:
             from pathlib import Path
             key = Path(course_adv.__file__).parents[1] / "solutions" / "02_fgsm.ipynb"
             for cell in json.loads(key.read_text())["cells"]:
-                if cell["cell_type"] == "code" and "def fgsm" in "".join(cell["source"]):
+                if cell["cell_type"] == "code" and "def fgsm_targeted" in "".join(cell["source"]):
                     exec("".join(cell["source"]))
             """,
             ),
         ),
         "keep_attack": (
-            _fgsm(
-                "kept = globals().get('KEPT')\nreturn kept[0](model, x, y, eps) if kept else x.clone()"
+            _step(
+                "kept = globals().get('KEPT')\n"
+                "return kept[0](model, x, target, eps) if kept else x.clone()"
             ),
             """
-            def accuracy_under_attack(model, x, y, eps, attack=None, batch_size=100):
+            def targeted_success_rate(model, x, target, eps, attack=None, batch_size=100):
                 globals().setdefault("KEPT", []).append(attack)
-                correct = 0
+                hits = 0
                 for start in range(0, len(x), batch_size):
-                    xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+                    xb, tb = x[start : start + batch_size], target[start : start + batch_size]
                     with torch.no_grad():
-                        correct += (model(attack(model, xb, yb, eps)).argmax(1) == yb).sum().item()
-                return correct / len(x)
+                        hits += (model(attack(model, xb, tb, eps)).argmax(1) == tb).sum().item()
+                return hits / len(x)
             """,
             (),
         ),
@@ -232,7 +235,7 @@ def _attackers(paths: dict[str, str]) -> dict[str, tuple]:
             ),
         ),
         "fifo": (
-            _fgsm("""
+            _step("""
             import os
             out = "/scratch/out"
             if not os.path.exists(out + "/c4.x_after.npy"):
@@ -241,8 +244,8 @@ def _attackers(paths: dict[str, str]) -> dict[str, tuple]:
                     os.mkfifo(f"{out}/{name}")
                 os.symlink("/dev/zero", out + "/c4.x_after.npy")
             x_adv = x.clone().detach().requires_grad_(True)
-            (grad,) = torch.autograd.grad(F.cross_entropy(model(x_adv), y), x_adv)
-            return (x_adv + eps * grad.sign()).clamp(0, 1).detach()
+            (grad,) = torch.autograd.grad(F.cross_entropy(model(x_adv), target), x_adv)
+            return (x_adv - eps * grad.sign()).clamp(0, 1).detach()
             """),
             None,
             (),
@@ -306,8 +309,8 @@ def graded(tmp_path_factory):
         "alice": submission(folder, "alice_02_fgsm"),
         "bob": submission(folder, "bob_02_fgsm"),
     }
-    for name, (fgsm, accuracy, extra) in _attackers(paths).items():
-        submission(folder, f"{name}_02_fgsm", fgsm, accuracy, extra)
+    for name, (step, rate, extra) in _attackers(paths).items():
+        submission(folder, f"{name}_02_fgsm", step, rate, extra)
     odd = os.fsencode(folder) + b"/caf\xe9_02_fgsm.ipynb"  # not UTF-8
     os.rename(submission(root, "odd"), odd)
     fake = folder / "evil\n  score: 10" / "10 (instructor override)\x1b[2K_02_fgsm.ipynb"
@@ -367,7 +370,7 @@ def test_honest_classmates_keep_full_marks_and_their_files(graded):
 
 def test_persistence_into_the_course_or_site_packages_fails(graded):
     got = graded["by_name"]["persist"]
-    assert _points(got, "fgsm") == 0
+    assert _points(got, "fgsm_targeted") == 0
     assert not any("persisted into" in note for note in got["notes"]), got["notes"]
     assert _installed() == graded["installed"], "the installed course or a .pth file changed"
     later = grade_notebook(EXERCISE, hidden=[])  # a later run of an untouched exercise
@@ -378,12 +381,12 @@ def test_an_escaping_daemon_dies_with_the_sandbox(graded):
     time.sleep(1)
     assert _processes_with(DAEMON) == [], "the daemon outlived grading"
     assert "pwned" not in graded["table"].read_text(encoding="utf-8")
-    assert _points(graded["by_name"]["escape"], "fgsm") == 0
+    assert _points(graded["by_name"]["escape"], "fgsm_targeted") == 0
 
 
 def test_classmates_can_be_neither_found_nor_copied_nor_changed(graded):
     got = graded["by_name"]["spy"]
-    assert _points(got, "fgsm") == 0
+    assert _points(got, "fgsm_targeted") == 0
     notes = " ".join(got["notes"])
     assert not graded["reached"], "no network, not even to the grader's own machine"
     assert "ConnectionRefusedError" in notes or "unreachable" in notes
@@ -395,25 +398,26 @@ def test_classmates_can_be_neither_found_nor_copied_nor_changed(graded):
 
 @pytest.mark.parametrize("name", ["alias_import", "alias_globals"])
 def test_aliasing_the_course_fgsm_earns_nothing_and_is_flagged(graded, name):
+    """Calling course_adv.attacks.fgsm(..., targeted=True) is the answer: flagged, no points."""
     got = graded["by_name"][name]
-    assert _points(got, "fgsm") == 0, "public and hidden fgsm cases alike"
-    assert _points(got, "accuracy_under_attack") == 4 + 1, "its own loop still counts"
-    assert got["flags"] == ["fgsm() calls the course's own course_adv.attacks.fgsm"]
+    assert _points(got, "fgsm_targeted") == 0, "public and hidden fgsm cases alike"
+    assert _points(got, "targeted_success_rate") == 4 + 1, "its own loop still counts"
+    assert got["flags"] == ["fgsm_targeted() calls the course's own course_adv.attacks.fgsm"]
     row = next(r for r in graded["rows"] if Path(r["path"]).name == f"{name}_02_fgsm.ipynb")
-    assert "course_adv.attacks.fgsm" in row["flags"] and float(row["fgsm"]) == 0
-    assert "FLAG: fgsm() calls the course's own" in graded["text"]
+    assert "course_adv.attacks.fgsm" in row["flags"] and float(row["fgsm_targeted"]) == 0
+    assert "FLAG: fgsm_targeted() calls the course's own" in graded["text"]
 
 
 def test_the_answer_key_is_out_of_reach(graded):
     got = graded["by_name"]["answer_key"]
-    assert _points(got, "fgsm") == 0
+    assert _points(got, "fgsm_targeted") == 0
     assert any("FileNotFoundError" in note for note in got["notes"])
 
 
-def test_keeping_the_loops_attack_does_not_answer_fgsm(graded):
+def test_keeping_the_loops_attack_does_not_answer_the_step(graded):
     got = graded["by_name"]["keep_attack"]
-    assert _points(got, "fgsm") == 0, "the hidden fgsm case included"
-    assert _points(got, "accuracy_under_attack") == 4 + 1
+    assert _points(got, "fgsm_targeted") == 0, "the hidden step case included"
+    assert _points(got, "targeted_success_rate") == 4 + 1
 
 
 def test_nothing_secret_leaks_into_the_reports(graded):
@@ -433,7 +437,7 @@ def test_a_deep_folder_chain_does_not_stop_the_class(graded):
 
 def test_planted_fifos_and_links_neither_hang_nor_flood_the_grader(graded):
     got = graded["by_name"]["fifo"]
-    assert _points(got, "fgsm", hidden=False) == 6, json.dumps(got, indent=1)
+    assert _points(got, "fgsm_targeted", hidden=False) == 6, json.dumps(got, indent=1)
     assert graded["seconds"] < 600
 
 

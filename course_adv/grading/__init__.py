@@ -21,8 +21,8 @@ graded on. The reference answers are computed in the grader's own process. Instr
 hidden cases from a JSON file outside the repository (``--hidden FILE`` or the environment
 variable ``COURSE_ADV_HIDDEN_CASES``): a list of objects such as::
 
-    [{"function": "fgsm", "eps": 0.07, "seed": 11, "n": 16, "points": 2, "model": "cnn"},
-     {"function": "accuracy_under_attack", "eps": 0.15, "seed": 5, "n": 200, "points": 2,
+    [{"function": "fgsm_targeted", "eps": 0.07, "seed": 11, "n": 16, "points": 2, "model": "cnn"},
+     {"function": "targeted_success_rate", "eps": 0.15, "seed": 5, "n": 200, "points": 2,
       "batch_size": 64}]
 
 Each object sets the fields of its function's case (see the exercise's spec). Hidden cases

@@ -78,7 +78,7 @@ def check(function: str, fn: Callable) -> Feedback:
     """Run ``fn`` on the public cases of ``function`` here, in this kernel; return the feedback.
 
     The same cases and the same scoring as ``course-adv grade``, for instant feedback while
-    working on an exercise, e.g. ``check("fgsm", fgsm)``.
+    working on an exercise, e.g. ``check("fgsm_targeted", fgsm_targeted)``.
     """
     exercise, graded = graded_function(function)
     if not callable(fn):

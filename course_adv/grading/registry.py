@@ -99,7 +99,7 @@ def load_hidden_cases(path: str | os.PathLike) -> list[Case]:
     """Read hidden cases from a JSON file: a list of case objects (or ``{"cases": [...]}``).
 
     Each object names its ``function`` and sets the fields of that function's kind of case,
-    e.g. ``{"function": "fgsm", "eps": 0.07, "seed": 11, "n": 16, "points": 2}``.
+    e.g. ``{"function": "fgsm_targeted", "eps": 0.07, "seed": 11, "n": 16, "points": 2}``.
     """
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
