@@ -1,4 +1,4 @@
-"""Adversarial attacks: FGSM, BIM, PGD (l-inf and l2), targeted, least-likely class, DeepFool.
+"""Adversarial attacks: FGSM, R+FGSM, BIM, PGD (l-inf, l2), targeted, least-likely, DeepFool.
 
 One plain function per attack. ``fgsm`` and ``pgd`` show the paper's equation as code, top to
 bottom: the loss, its gradient with respect to the input (``torch.autograd.grad``, so the
@@ -46,6 +46,7 @@ __all__ = [
     "Attack",
     "AttackFamily",
     "fgsm",
+    "rand_fgsm",
     "pgd",
     "bim",
     "bim_schedule",
@@ -98,6 +99,42 @@ def fgsm(
             (grad,) = torch.autograd.grad(loss, x_in, materialize_grads=True)
     step = -eps * grad.sign() if targeted else eps * grad.sign()
     return (x + step).clamp(0, 1)
+
+
+def rand_fgsm(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor | None,
+    eps: float,
+    alpha: float | None = None,
+    *,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """R+FGSM ("RAND+FGSM"): a random signed step of ``alpha``, then FGSM with ``eps - alpha``.
+
+    Tramer, Kurakin, Papernot, Goodfellow, Boneh & McDaniel 2018, "Ensemble Adversarial
+    Training: Attacks and Defenses" (ICLR), their single-step attack::
+
+        x' = clip_[0,1]( x + alpha * sign(N(0, I)) )
+        x_adv = clip_[0,1]( x' + (eps - alpha) * sign(grad_x' L(theta, x', y)) )
+
+    The random step leaves the sharp curvature that single-step adversarial training puts
+    right at the data points (gradient masking), so the one gradient step that follows sees
+    the loss a little further out. The total step is at most eps per pixel. ``alpha``
+    defaults to ``eps / 2`` (the paper's choice); ``alpha = 0`` is ``fgsm``. ``y=None``
+    attacks the model's predictions on the clean ``x``. ``generator`` draws the random signs
+    (default: torch's global random stream), on ``x``'s device.
+    """
+    alpha = eps / 2 if alpha is None else alpha
+    with eval_mode(model):
+        y = _validate(model, x, y, eps=eps)
+        _check_real("alpha", alpha, minimum=0.0)
+        if alpha > eps:
+            raise ValueError(f"alpha (the random step) must be at most eps = {eps}, got {alpha!r}")
+        x = x.detach()
+        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        x_rand = (x + alpha * noise.sign()).clamp(0, 1)
+        return fgsm(model, x_rand, y, eps - alpha)
 
 
 def pgd(

@@ -30,6 +30,7 @@ from course_adv.attacks import (
     iterative_least_likely,
     least_likely_class,
     pgd,
+    rand_fgsm,
 )
 from course_adv.data import load_data
 from course_adv.models import SmallCNN
@@ -717,3 +718,65 @@ def test_attacks_run_on_cuda(trained):
     assert norms.device == xg.device and (predict(gpu, x_adv) != predict(gpu, xg)).any()
     with pytest.raises(ValueError, match="model"):
         fgsm(model, xg, yg, 0.1)  # model on the CPU, x on the GPU
+
+
+# ----------------------------------------------------------------------------- R+FGSM
+
+
+def test_rand_fgsm_keeps_the_conventions():
+    """In the eps-ball and [0, 1], input untouched, detached, modes and .grad restored."""
+    model = bn_model(3).train()
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    state = copy.deepcopy(model.state_dict())
+    x = torch.rand(6, 1, 28, 28, generator=torch.Generator().manual_seed(3)).requires_grad_()
+    x_before = x.detach().clone()
+    x_adv = rand_fgsm(model, x, torch.arange(6), 0.3)
+    assert (x_adv - x_before).abs().max() <= 0.3 + 1e-6 and 0 <= x_adv.min() <= x_adv.max() <= 1
+    assert not x_adv.requires_grad and torch.equal(x.detach(), x_before) and x.grad is None
+    assert model.training and all(
+        torch.equal(p.grad, torch.ones_like(p)) for p in model.parameters()
+    )
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+
+
+def test_rand_fgsm_with_alpha_zero_is_fgsm(trained64):
+    model, x, y = trained64
+    assert torch.equal(rand_fgsm(model, x, y, 0.2, 0.0), fgsm(model, x, y, 0.2))
+    assert torch.equal(rand_fgsm(model, x, None, 0.2, 0.0), fgsm(model, x, None, 0.2))
+
+
+def test_rand_fgsm_random_step_has_size_alpha_before_clipping(trained64):
+    """With alpha = eps the gradient step is 0: what is left is x + alpha * sign(N(0, I))."""
+    model, x, y = trained64
+    out = rand_fgsm(model, x, y, 0.25, 0.25, generator=torch.Generator().manual_seed(5))
+    signs = torch.randn(x.shape, generator=torch.Generator().manual_seed(5), dtype=x.dtype).sign()
+    inside = (x >= 0.25) & (x <= 0.75)  # pixels the clip to [0, 1] cannot touch
+    assert inside.any() and torch.allclose(out[inside], (x + 0.25 * signs)[inside])
+    assert torch.equal(out, (x + 0.25 * signs).clamp(0, 1))
+    # and the default alpha = eps / 2: every pixel moved by 0, eps / 2 or eps (before clipping)
+    moved = (rand_fgsm(model, x, y, 0.2) - x)[inside].abs()
+    assert torch.isclose(moved[:, None], torch.tensor([0.0, 0.1, 0.2], dtype=x.dtype)).any(1).all()
+
+
+def test_rand_fgsm_is_reproducible_from_a_seed(trained):
+    model, x, y = trained
+    first = rand_fgsm(model, x, y, 0.3, generator=torch.Generator().manual_seed(1))
+    again = rand_fgsm(model, x, y, 0.3, generator=torch.Generator().manual_seed(1))
+    other = rand_fgsm(model, x, y, 0.3, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(first, again) and not torch.equal(first, other)
+    torch.manual_seed(7)
+    global_stream = rand_fgsm(model, x, y, 0.3)
+    torch.manual_seed(7)
+    assert torch.equal(rand_fgsm(model, x, y, 0.3), global_stream)
+
+
+def test_rand_fgsm_attacks_the_predictions_on_clean_x_and_checks_alpha(trained):
+    model, x, y = trained
+    g = partial(torch.Generator().manual_seed, 4)
+    mine = rand_fgsm(model, x, predict(model, x), 0.3, generator=g())
+    assert torch.equal(rand_fgsm(model, x, None, 0.3, generator=g()), mine)
+    with pytest.raises(ValueError, match="alpha"):
+        rand_fgsm(model, x, y, 0.1, 0.2)
+    with pytest.raises(ValueError, match="alpha"):
+        rand_fgsm(model, x, y, 0.1, -0.05)
