@@ -45,6 +45,7 @@ __all__ = [
     "zero_gradient_fraction",
     "output_kind",
     "random_sign_noise",
+    "transfer_rate",
 ]
 
 
@@ -427,3 +428,41 @@ def random_sign_noise(
     """
     sign = torch.randint(0, 2, x.shape, device=x.device).to(x.dtype) * 2 - 1
     return (x.detach() + eps * sign).clamp(0, 1)
+
+
+def transfer_rate(
+    source: nn.Module,
+    target: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    attack: Attack,
+    *,
+    batch_size: int = 500,
+) -> float:
+    """Per-example transfer rate: of the source's successful adversarial examples, the share
+    that fools the target too (Szegedy et al. 2014; Papernot et al. 2016).
+
+    Counted only on points the source classifies correctly clean and misclassifies after
+    ``attack(source, x, y)``: an example that does not fool its own model is no adversarial
+    example of it, and counting it would mix the attack's white-box failures into the rate.
+    Of those, the rate is the share the target misclassifies (its prediction differs from
+    ``y``); the target's own clean mistakes are kept, as in a transfer matrix (pass only the
+    points the target gets right to leave them out). nan when the source has no success.
+    Use attacks that return final iterates (see ``transfer_matrix``).
+    """
+    check_data(x, y)
+    _check_batch_size(batch_size)
+    device = device_of(source)
+    x_adv = torch.cat(
+        [
+            attack(source, x[i : i + batch_size].to(device), y[i : i + batch_size].to(device))
+            for i in range(0, len(x), batch_size)
+        ]
+    ).to(x.device)
+    source_right = predict(source, x, batch_size=batch_size).argmax(1) == y
+    source_fooled = predict(source, x_adv, batch_size=batch_size).argmax(1) != y
+    target_fooled = predict(target, x_adv, batch_size=batch_size).argmax(1) != y
+    counted = source_right & source_fooled
+    if not counted.any():
+        return float("nan")
+    return (target_fooled & counted).sum().item() / counted.sum().item()

@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from torch import nn
 
-from .evaluation import EpsCurve
+from .evaluation import EpsCurve, TransferMatrix
 from .utils import device_of, eval_mode
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "plot_accuracy_vs_eps",
     "plot_adversarial_grid",
     "plot_training_curves",
+    "plot_transfer_matrix",
 ]
 
 _RIGHT = "tab:green"
@@ -317,4 +318,48 @@ def plot_training_curves(
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
+    return fig
+
+
+def plot_transfer_matrix(
+    matrices: TransferMatrix | Mapping[str, TransferMatrix], *, title: str = "Transfer"
+) -> Figure:
+    """Heat maps of transfer matrices: the target's error (percent) on the source's examples.
+
+    ``matrices``: a ``course_adv.evaluation.TransferMatrix`` or ``{panel title: matrix}``
+    (e.g. one per attack), drawn side by side on one colour scale from 0 to 100%. Rows are
+    sources, columns targets; every cell is annotated, and a diagonal cell (the same model as
+    source and target, the white-box error) is framed.
+    """
+    panels = {"": matrices} if isinstance(matrices, TransferMatrix) else matrices
+    if not (
+        isinstance(panels, Mapping)
+        and panels
+        and all(isinstance(m, TransferMatrix) for m in panels.values())
+    ):
+        raise TypeError(
+            "matrices must be a TransferMatrix (from evaluation.transfer_matrix) "
+            "or a non-empty dict {title: TransferMatrix}"
+        )
+    widths = [0.8 * len(m.targets) + 1.6 for m in panels.values()]
+    height = 0.6 * max(len(m.sources) for m in panels.values()) + 1.8
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(sum(widths), height), squeeze=False, layout="constrained"
+    )
+    for k, (ax, (name, matrix)) in enumerate(zip(axes[0], panels.items(), strict=True)):
+        error = 100 * np.asarray(matrix.error, dtype=float)
+        image = ax.imshow(error, cmap="viridis", vmin=0, vmax=100)
+        for i, source in enumerate(matrix.sources):
+            for j, target in enumerate(matrix.targets):
+                color = "black" if error[i, j] > 60 else "white"
+                ax.text(j, i, f"{error[i, j]:.0f}", ha="center", va="center", color=color)
+                if source == target:
+                    ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=2, ec="w"))
+        ax.set_xticks(range(len(matrix.targets)), matrix.targets, rotation=30, ha="right")
+        ax.set_yticks(range(len(matrix.sources)), matrix.sources)
+        ax.set_xlabel("target (evaluated on)")
+        if k == 0:  # the panels share their rows: one label is enough
+            ax.set_ylabel("source (crafted on)")
+        ax.set_title(f"{title}: {name}" if name else title)
+    fig.colorbar(image, ax=list(axes[0]), label="target's error (%)", shrink=0.85)
     return fig

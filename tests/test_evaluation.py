@@ -293,3 +293,59 @@ def test_evaluation_moves_batches_to_the_models_device(model, test_set):
     assert robust_accuracy(gpu, x, y, fgsm) == pytest.approx(
         robust_accuracy(model, x, y, fgsm), abs=0.02
     )
+
+
+# --------------------------------------------------------------------------- transfer rate
+
+
+class _Reads(nn.Module):
+    """Predicts the class written in one of the two pixels of a 1 x 1 x 2 input (as 10 * x)."""
+
+    def __init__(self, pixel: int) -> None:
+        super().__init__()
+        self.pixel = pixel
+        self.anchor = nn.Parameter(torch.zeros(()))  # so the model has a device
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        label = (10 * x[:, 0, 0, self.pixel]).round().long()
+        return torch.nn.functional.one_hot(label, 10).to(x.dtype) + 0 * self.anchor
+
+
+def test_transfer_rate_counts_only_the_sources_successes():
+    """Six points, one of each kind; pixel 0 is what the source reads, pixel 1 the target."""
+    from course_adv.evaluation import transfer_rate
+
+    y = torch.tensor([1, 1, 1, 1, 1, 1])
+    # source on clean: right, right, right, right, wrong, right
+    clean = torch.tensor([[1, 1], [1, 1], [1, 1], [1, 1], [2, 1], [1, 3]]) / 10
+    # source on x_adv: fooled, fooled, fooled, not fooled, -, fooled
+    # target on x_adv: fooled, not fooled, fooled, fooled, fooled, fooled
+    adv = torch.tensor([[2, 2], [2, 1], [3, 4], [1, 2], [2, 2], [2, 3]]) / 10
+    x, x_adv = clean.view(6, 1, 1, 2).float(), adv.view(6, 1, 1, 2).float()
+    source, target = _Reads(0), _Reads(1)
+
+    def attack(m, xb, yb):
+        return x_adv
+
+    # counted: points 0, 1, 2, 5 (source right clean and fooled); the target is fooled on 0, 2, 5
+    assert transfer_rate(source, target, x, y, attack) == pytest.approx(3 / 4)
+    assert transfer_rate(source, source, x, y, attack) == 1.0  # white-box: every success counts
+    # nothing to count: nan, not a made-up number
+    assert math.isnan(transfer_rate(source, target, x, y, lambda m, xb, yb: xb))
+    assert transfer_matrix([source], [target], x, y, attack).error[0][0] == pytest.approx(5 / 6)
+
+
+def test_transfer_rate_between_two_cnns_is_a_share_of_the_sources_successes(model, other, test_set):
+    from course_adv.evaluation import transfer_rate
+
+    x, y = test_set
+    fgsm = partial(_fgsm_attack, eps=0.15)
+    rate = transfer_rate(model, other, x, y, fgsm)
+    assert 0.2 < rate < 1.0
+    assert transfer_rate(model, model, x, y, fgsm) == 1.0
+    with pytest.raises(TypeError, match="int64"):
+        transfer_rate(model, other, x, y.int(), fgsm)
+
+
+def _fgsm_attack(m, xb, yb, eps):
+    return attacks.fgsm(m, xb, yb, eps)

@@ -233,3 +233,24 @@ def test_training_curves_reject_empty_or_incomplete_histories():
         plot_training_curves({})
     with pytest.raises(ValueError, match="'loss'"):
         plot_training_curves({"a": {"clean_acc": [0.5]}})
+
+
+def test_transfer_matrix_heat_map_annotates_percent_and_frames_the_white_box_cells():
+    from course_adv.evaluation import TransferMatrix
+    from course_adv.plotting import plot_transfer_matrix
+
+    fgsm = TransferMatrix(["a", "b"], ["a", "b", "c"], [[0.9, 0.5, 0.25], [0.4, 0.8, 0.1]])
+    fig = plot_transfer_matrix({"FGSM": fgsm, "PGD": fgsm}, title="Transfer")
+    try:
+        ax = fig.axes[0]
+        assert [a.get_title() for a in fig.axes[:2]] == ["Transfer: FGSM", "Transfer: PGD"]
+        assert [t.get_text() for t in ax.texts] == ["90", "50", "25", "40", "80", "10"]
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b", "c"]
+        assert ax.get_xlabel().startswith("target") and ax.get_ylabel().startswith("source")
+        framed = [(p.get_x() + 0.5, p.get_y() + 0.5) for p in ax.patches]
+        assert framed == [(0, 0), (1, 1)]  # the diagonal: the same model as source and target
+        assert fig.axes[-1].get_ylabel() == "target's error (%)"  # the colour bar
+    finally:
+        plt.close(fig)
+    with pytest.raises(TypeError, match="TransferMatrix"):
+        plot_transfer_matrix([[0.5]])
