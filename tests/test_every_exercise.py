@@ -37,3 +37,30 @@ def test_solutions_score_full_marks_and_untouched_exercises_zero(tmp_path):
         else:
             assert report.score == 0, text
             assert all("not written yet" in r.feedback[0] for r in report.results), text
+
+
+def test_check_leaves_the_callers_random_streams_alone():
+    """check() runs in the student's kernel: a notebook that seeded once must print the same
+    numbers whether or not it ran a check() cell in between (the cases build models and
+    references, and the student's function may draw random starts)."""
+    import random
+
+    import numpy as np
+    import torch
+
+    from course_adv.grading import check
+
+    def draws_and_fails(*args, **kwargs):
+        torch.rand(3), np.random.rand(3), random.random()
+        raise NotImplementedError("not written yet")
+
+    for exercise in all_exercises().values():
+        for graded in exercise.functions:
+            torch.manual_seed(123), np.random.seed(123), random.seed(123)
+            expected = torch.rand(2), np.random.rand(2), random.random()
+            torch.manual_seed(123), np.random.seed(123), random.seed(123)
+            check(graded.name, draws_and_fails)
+            got = torch.rand(2), np.random.rand(2), random.random()
+            assert torch.equal(got[0], expected[0]), f"{graded.name}: torch's stream moved"
+            assert np.array_equal(got[1], expected[1]), f"{graded.name}: NumPy's stream moved"
+            assert got[2] == expected[2], f"{graded.name}: Python's stream moved"

@@ -211,3 +211,12 @@ def test_predicted_labels_in_the_loss_are_named():
     result, text = _feedback(in_the_loss)
     assert _lost(result, "predicted")[0] == _lost(result, "predicted")[1], text
     assert "both halves of the loss still use the true labels y" in text, text
+
+
+def test_check_leaves_the_callers_random_stream_as_it_was():
+    """A student's notebook seeds once and expects its numbers; check() must not draw from
+    that stream (building the case models, crafting the references)."""
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    check("fgsm_training_step", step)
+    assert torch.equal(torch.get_rng_state(), before)

@@ -6,13 +6,14 @@ the exercise's spec (``course_adv.grading.exercises``), found through the regist
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,15 +88,33 @@ def check(function: str, fn: Callable) -> Feedback:
     if str(getattr(fn, "__module__", None)).startswith("course_adv"):
         notes.append(f"{fn.__module__}.{function} is the course's own; write yours.")
     results = []
-    for number, case in _numbered([c for c in exercise.cases if c.function == function]):
-        inputs = case.inputs()
-        ref = graded.reference(case, inputs)
-        try:
-            got = graded.outcome(*graded.call(fn, case, inputs))
-        except Exception as err:
-            got = Outcome(error=describe_error(err))
-        results.append(_score(graded, case, number, ref, got))
+    with _random_state_kept():  # a seeded notebook prints the same numbers after a check()
+        for number, case in _numbered([c for c in exercise.cases if c.function == function]):
+            inputs = case.inputs()
+            ref = graded.reference(case, inputs)
+            try:
+                got = graded.outcome(*graded.call(fn, case, inputs))
+            except Exception as err:
+                got = Outcome(error=describe_error(err))
+            results.append(_score(graded, case, number, ref, got))
     return Feedback(function, results, notes)
+
+
+@contextlib.contextmanager
+def _random_state_kept() -> Iterator[None]:
+    """Restore the random streams of torch (CPU and CUDA), NumPy and Python afterwards."""
+    import random
+
+    import numpy as np
+    import torch
+
+    np_state, py_state = np.random.get_state(), random.getstate()
+    try:
+        with torch.random.fork_rng():
+            yield
+    finally:
+        np.random.set_state(np_state)
+        random.setstate(py_state)
 
 
 # --------------------------------------------------------------------------- grading a notebook

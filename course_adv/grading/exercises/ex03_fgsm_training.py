@@ -125,8 +125,10 @@ class StepCase(DigitCase):
 
 
 def _fresh(inputs: dict[str, Any]) -> tuple[nn.Module, torch.optim.Optimizer]:
-    """A copy of the case model in train mode, and an SGD optimiser holding stale gradients."""
-    model = bn_model().to(inputs["x"].dtype)
+    """A copy of the case model in train mode, and an SGD optimiser holding stale gradients.
+    (Built on a forked random stream: grading leaves the caller's stream as it was.)"""
+    with torch.random.fork_rng(devices=[]):
+        model = bn_model().to(inputs["x"].dtype)
     model.load_state_dict(inputs["model"].state_dict())
     model.train()
     for p, grad in zip(model.parameters(), inputs["stale"], strict=True):
