@@ -17,6 +17,9 @@ One file per idea, each short enough to read in one sitting:
 - ``blackbox``: Papernot et al. 2017's substitute-model attack (label-only oracle, Jacobian
   augmentation)
 - ``checklist``: the checks of Carlini et al. 2019, one function each
+- ``broken``: two deliberately broken defences (saturated logits, input quantization) and the
+  straight-through gradient (BPDA) that breaks the second
+- ``active``: adversarial active learning, DeepFool distances as the query rule (notebook 09)
 - ``plotting``, ``widgets``: the shared figures and the epsilon slider
 - ``grading``: the autograder behind ``course-adv grade`` (an engine, a sandbox, one spec per
   exercise)
