@@ -15,7 +15,9 @@ def test_the_readme_lists_every_notebook_with_its_measured_times():
     assert set(rows) == {p.name for p in (ROOT / "notebooks").glob("*.ipynb")}
     for name, row in rows.items():
         assert "planned" not in row, f"{name} exists: the README still calls it planned"
-        assert len(re.findall(r"[\d¼½¾]\s*(?:s|min)\b", row)) >= 3, f"{name}: first / cached / quick"
+        assert len(re.findall(r"[\d¼½¾]\s*(?:s|min)\b", row)) >= 3, (
+            f"{name}: first / cached / quick"
+        )
 
 
 def test_instructors_guide_is_linked_and_covers_every_exercise():
