@@ -34,6 +34,7 @@ from .data import Dataset
 from .evaluation import accuracy, predict
 from .models import build_model
 from .training import Standard, seeded, train
+from .training.loop import _check_int
 
 __all__ = [
     "STRATEGIES",
@@ -185,15 +186,9 @@ def active_learning_curve(
         raise ValueError(
             "add_adversarial=True needs strategy='dfal' (it trains on DeepFool examples)"
         )
-    for name, value in (
-        ("initial", initial),
-        ("batch", batch),
-        ("rounds", rounds),
-        ("steps", steps),
-    ):
-        least = 0 if name == "rounds" else 1
-        if not isinstance(value, Integral) or isinstance(value, bool) or value < least:
-            raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
+    for name, value in (("initial", initial), ("batch", batch), ("steps", steps)):
+        _check_int(name, value, minimum=1)
+    _check_int("rounds", rounds, minimum=0)
     if subset is not None and (not isinstance(subset, Integral) or subset < batch):
         raise ValueError(f"subset must be None or an int >= batch ({batch}), got {subset!r}")
     pool, oracle = data.x_train, data.y_train

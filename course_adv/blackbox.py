@@ -26,7 +26,7 @@ substitute is built and trained on seeded streams of its own.
 from __future__ import annotations
 
 from collections.abc import Callable
-from numbers import Integral, Real
+from numbers import Real
 from typing import Any
 
 import torch
@@ -35,6 +35,7 @@ from torch import nn
 from .evaluation import predict
 from .models import MODELS, build_model
 from .training import Standard, seeded, train
+from .training.loop import _check_int
 from .utils import device_of, eval_mode
 
 __all__ = ["Oracle", "jacobian_augmentation", "train_substitute"]
@@ -108,11 +109,6 @@ def jacobian_augmentation(
     return torch.cat([x.detach(), stepped])
 
 
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-
-
 def train_substitute(
     oracle: Oracle | Callable[[torch.Tensor], torch.Tensor],
     x_seed: torch.Tensor,
@@ -146,9 +142,9 @@ def train_substitute(
         raise TypeError("oracle must be callable as oracle(x) -> labels, e.g. Oracle(target)")
     if not isinstance(x_seed, torch.Tensor) or not x_seed.is_floating_point() or len(x_seed) < 2:
         raise TypeError("x_seed must be a float tensor of at least 2 inputs in [0, 1]")
-    _check_int("rounds", rounds, 1)
-    _check_int("epochs", epochs, 1)
-    _check_int("batch_size", batch_size, 1)
+    _check_int("rounds", rounds, minimum=1)
+    _check_int("epochs", epochs, minimum=1)
+    _check_int("batch_size", batch_size, minimum=1)
     if model not in MODELS:
         raise ValueError(f"model must be one of {sorted(MODELS)}, got {model!r}")
     with seeded(seed):
