@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from course_adv import attacks, training
 from course_adv.grading import check
+from course_adv.grading.digits import fresh_copy, parameter_vector
 from course_adv.grading.exercises import ex03_fgsm_training as ex03
 from course_adv.grading.registry import load_hidden_cases
 
@@ -89,13 +90,13 @@ def test_the_predicted_reference_is_the_library_and_differs_from_true():
         other = ex03._step(inputs, case, craft=craft, one_pass=True)["state"]
         assert np.abs(ref - other).max() > 1e-4, case.describe()
         # the library's objective, one SGD step (alpha strictly inside (0, 1): one pass)
-        model, optimizer = ex03._fresh({**inputs, "lr": case.lr})
+        model, optimizer = fresh_copy(inputs, case.lr)
         objective = training.FGSMRegularizer(case.eps, case.alpha, labels=case.labels)
         optimizer.zero_grad()
         objective(model, inputs["x"], inputs["y"], 0.0).backward()
         optimizer.step()
         tol = 1e-9 if case.dtype == "float64" else 2e-5
-        assert np.allclose(ex03._state(model), ref, rtol=0, atol=tol), case.describe()
+        assert np.allclose(parameter_vector(model), ref, rtol=0, atol=tol), case.describe()
 
 
 def test_hidden_cases_from_json_accept_the_labels_choice(tmp_path):

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from course_adv import attacks, training
 from course_adv.grading import check, format_text, grade_path
+from course_adv.grading.digits import fresh_copy
 from course_adv.grading.registry import load_spec
 from course_adv.grading.spec import Outcome
 
@@ -106,11 +107,11 @@ def test_the_reference_is_the_library_pgd_minmax_loss():
     inputs = case.inputs()
     x, y = inputs["x"], inputs["y"]
     objective = training.PGDMinMax(case.eps, steps=case.steps, step_size=case.alpha / case.eps)
-    library_model, _ = SPEC._fresh(inputs, case.lr)
+    library_model, _ = fresh_copy(inputs, case.lr)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(case.seed)
         library = objective(library_model, x, y, epoch=1.0).item()
-    model, optimizer = SPEC._fresh(inputs, case.lr)
+    model, optimizer = fresh_copy(inputs, case.lr)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(case.seed)
         mine = step(model, optimizer, x, y, case.eps, case.alpha, case.steps, True)
@@ -251,7 +252,7 @@ def test_the_inner_max_raises_the_loss_and_the_outer_min_lowers_it():
     than x, and repeated steps on them lower that worst-case loss."""
     for case in SPEC.EXERCISE.cases:
         inputs = case.inputs()
-        model, optimizer = SPEC._fresh(inputs, case.lr)
+        model, optimizer = fresh_copy(inputs, case.lr)
         x, y = inputs["x"], inputs["y"]
         x_adv = attacks.pgd(model, x, y, case.eps, case.alpha, case.steps, freeze_fooled=False)
         model.eval()

@@ -23,7 +23,15 @@ from ..data import load_data
 from ..models import build_model
 from .spec import Case, bounded, one_of
 
-__all__ = ["DigitCase", "class_means", "one_thread"]
+__all__ = [
+    "DigitCase",
+    "TrainingStepCase",
+    "bn_model",
+    "class_means",
+    "fresh_copy",
+    "one_thread",
+    "parameter_vector",
+]
 
 MODEL_NAMES = {"cnn": "small CNN", "softmax": "linear model"}
 
@@ -100,3 +108,82 @@ class DigitCase(Case):
         x = torch.from_numpy(np.load(f"{stem}.x.npy", allow_pickle=False))
         y = torch.from_numpy(np.load(f"{stem}.y.npy", allow_pickle=False)).long()
         return {"model": model, "x": x.to(getattr(torch, self.dtype)), "y": y}
+
+
+# --------------------------------------------------------------------------- training steps
+
+
+def bn_model() -> nn.Module:
+    """A small MLP with BatchNorm: where train and eval mode compute different things."""
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(784, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 10)
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainingStepCase(DigitCase):
+    """A case for one training step (exercises 03 and 06): a seeded BatchNorm MLP whose running
+    averages were warmed up on other inputs, two or more digits (BatchNorm trains on a
+    batch), and the SGD step size; the optimiser arrives holding stale gradients."""
+
+    model: str = one_of("bn_mlp", default="bn_mlp")
+    n: int = bounded(2, 1000, integer=True)
+    lr: float = bounded(1e-4, 1, default=0.1)
+
+    def _model(self) -> nn.Module:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            model = bn_model()
+        return model.to(getattr(torch, self.dtype))
+
+    def inputs(self) -> dict[str, Any]:
+        base = DigitCase(
+            function=self.function,
+            eps=self.eps,
+            seed=self.seed,
+            n=self.n,
+            dtype=self.dtype,
+            points=0,
+        ).inputs()
+        x, y = base["x"], base["y"]
+        model = self._model()
+        with torch.no_grad():  # running averages that differ from any one batch's statistics
+            model.train()
+            model(x.flip(0) * 0.5)
+        stale = [torch.randn(p.shape, generator=torch.Generator().manual_seed(self.seed + k)).to(p.dtype)
+                 for k, p in enumerate(model.parameters())]  # fmt: skip
+        return {"model": model.train(), "x": x, "y": y, "stale": stale}
+
+    def save_inputs(self, inputs: Mapping[str, Any], stem: Path) -> None:
+        super().save_inputs(inputs, stem)
+        for k, grad in enumerate(inputs["stale"]):
+            np.save(f"{stem}.stale{k}.npy", grad.numpy(), allow_pickle=False)
+
+    def load_inputs(self, stem: Path) -> dict[str, Any]:
+        model = self._model()
+        model.load_state_dict(torch.load(f"{stem}.model.pt", weights_only=True))
+        dtype = getattr(torch, self.dtype)
+        stale = [
+            torch.from_numpy(np.load(f"{stem}.stale{k}.npy", allow_pickle=False)).to(dtype)
+            for k in range(len(list(model.parameters())))
+        ]
+        x = torch.from_numpy(np.load(f"{stem}.x.npy", allow_pickle=False)).to(dtype)
+        y = torch.from_numpy(np.load(f"{stem}.y.npy", allow_pickle=False)).long()
+        return {"model": model.train(), "x": x, "y": y, "stale": stale}
+
+
+def fresh_copy(inputs: Mapping[str, Any], lr: float) -> tuple[nn.Module, torch.optim.Optimizer]:
+    """A copy of a training-step case's model in train mode, and an SGD optimiser holding its
+    stale gradients. (Built on a forked random stream: grading leaves the caller's alone.)"""
+    with torch.random.fork_rng(devices=[]):
+        model = bn_model().to(inputs["x"].dtype)
+    model.load_state_dict(inputs["model"].state_dict())
+    model.train()
+    for p, grad in zip(model.parameters(), inputs["stale"], strict=True):
+        p.grad = grad.clone()
+    return model, torch.optim.SGD(model.parameters(), lr=lr)
+
+
+def parameter_vector(model: nn.Module) -> np.ndarray:
+    """Every parameter of ``model``, flattened into one float64 vector."""
+    return torch.cat([p.detach().double().flatten() for p in model.parameters()]).numpy()

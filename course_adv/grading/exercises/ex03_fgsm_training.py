@@ -30,7 +30,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from course_adv import attacks
-from course_adv.grading.digits import DigitCase, one_thread
+from course_adv.grading.digits import TrainingStepCase, fresh_copy, one_thread, parameter_vector
 from course_adv.grading.spec import (
     Exercise,
     GradedFunction,
@@ -55,23 +54,13 @@ from course_adv.grading.spec import (
 )
 
 
-def bn_model() -> nn.Module:
-    """A small MLP with BatchNorm: where train and eval mode compute different things."""
-    return nn.Sequential(
-        nn.Flatten(), nn.Linear(784, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 10)
-    )
-
-
 @dataclass(frozen=True, kw_only=True)
-class StepCase(DigitCase):
+class StepCase(TrainingStepCase):
     """A BatchNorm MLP (seeded, briefly warmed up), digits, eps, alpha, the SGD step size and
     the labels the FGSM half attacks (``"true"`` or ``"predicted"``)."""
 
-    model: str = one_of("bn_mlp", default="bn_mlp")
     alpha: float = bounded(0, 1)
-    lr: float = bounded(1e-4, 1, default=0.1)
     labels: str = one_of("true", "predicted", default="true")
-    n: int = bounded(2, 1000, integer=True)  # BatchNorm in train mode needs two digits or more
 
     def describe(self) -> str:
         digits = "digit" if self.n == 1 else "digits"
@@ -80,76 +69,15 @@ class StepCase(DigitCase):
             f"lr={self.lr:g}, labels={self.labels!r}, {self.n} {digits}"
         )
 
-    def _model(self) -> nn.Module:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
-            model = bn_model()
-        return model.to(getattr(torch, self.dtype))
-
-    def inputs(self) -> dict[str, Any]:
-        base = DigitCase(
-            function=self.function,
-            eps=self.eps,
-            seed=self.seed,
-            n=self.n,
-            dtype=self.dtype,
-            points=0,
-        ).inputs()
-        x, y = base["x"], base["y"]
-        model = self._model()
-        with torch.no_grad():  # running statistics that differ from any one batch's
-            model.train()
-            model(x.flip(0) * 0.5)
-        stale = [torch.randn(p.shape, generator=torch.Generator().manual_seed(self.seed + k)).to(p.dtype)
-                 for k, p in enumerate(model.parameters())]  # fmt: skip
-        return {"model": model.train(), "x": x, "y": y, "stale": stale}
-
-    def save_inputs(self, inputs: dict[str, Any], stem: Path) -> None:
-        torch.save(inputs["model"].state_dict(), f"{stem}.model.pt")
-        np.save(f"{stem}.x.npy", inputs["x"].numpy(), allow_pickle=False)
-        np.save(f"{stem}.y.npy", inputs["y"].numpy(), allow_pickle=False)
-        for k, grad in enumerate(inputs["stale"]):
-            np.save(f"{stem}.stale{k}.npy", grad.numpy(), allow_pickle=False)
-
-    def load_inputs(self, stem: Path) -> dict[str, Any]:
-        model = self._model()
-        model.load_state_dict(torch.load(f"{stem}.model.pt", weights_only=True))
-        dtype = getattr(torch, self.dtype)
-        stale = [
-            torch.from_numpy(np.load(f"{stem}.stale{k}.npy", allow_pickle=False)).to(dtype)
-            for k in range(len(list(model.parameters())))
-        ]
-        x = torch.from_numpy(np.load(f"{stem}.x.npy", allow_pickle=False)).to(dtype)
-        y = torch.from_numpy(np.load(f"{stem}.y.npy", allow_pickle=False)).long()
-        return {"model": model.train(), "x": x, "y": y, "stale": stale}
-
-
-def _fresh(inputs: dict[str, Any]) -> tuple[nn.Module, torch.optim.Optimizer]:
-    """A copy of the case model in train mode, and an SGD optimiser holding stale gradients.
-    (Built on a forked random stream: grading leaves the caller's stream as it was.)"""
-    with torch.random.fork_rng(devices=[]):
-        model = bn_model().to(inputs["x"].dtype)
-    model.load_state_dict(inputs["model"].state_dict())
-    model.train()
-    for p, grad in zip(model.parameters(), inputs["stale"], strict=True):
-        p.grad = grad.clone()
-    return model, torch.optim.SGD(model.parameters(), lr=inputs["lr"])
-
-
-def _state(model: nn.Module) -> np.ndarray:
-    """Every parameter, flattened into one float64 vector. (Not BatchNorm's running averages:
-    they depend on the order of the two forward passes, which eq. (2) leaves open.)"""
-    return torch.cat([p.detach().double().flatten() for p in model.parameters()]).numpy()
-
 
 def call_step(fn: Callable, case: StepCase, inputs: dict[str, Any]) -> tuple[dict, dict]:
     """``fn(model, optimizer, x, y, eps, alpha, labels=...)``; the model's state and mode come
     back."""
-    model, optimizer = _fresh({**inputs, "lr": case.lr})
+    model, optimizer = fresh_copy(inputs, case.lr)
     x = inputs["x"].clone()
     result = fn(model, optimizer, x, inputs["y"].clone(), case.eps, case.alpha, labels=case.labels)
     facts = {"type": type_name(result), "loss": scalar(result), "training": bool(model.training)}
-    return facts, {"state": _state(model), "x_after": as_array(x)}
+    return facts, {"state": parameter_vector(model), "x_after": as_array(x)}
 
 
 def _predicted(model: nn.Module, x: torch.Tensor, mode: str) -> torch.Tensor:
@@ -178,7 +106,7 @@ def _step(
     """The reference step, or one of the typical mistakes the diagnoses name. ``craft``: the
     labels the FGSM half attacks, ``"true"``, ``"predicted"`` (the library: ``y=None``, eval
     mode) or ``"train-predicted"`` (predictions taken with the model in train mode)."""
-    model, optimizer = _fresh({**inputs, "lr": case.lr})
+    model, optimizer = fresh_copy(inputs, case.lr)
     x, y = inputs["x"], inputs["y"]
     if attack_mode == "eval":
         if craft == "train-predicted":
@@ -205,7 +133,7 @@ def _step(
         optimizer.zero_grad()
     loss.backward()
     optimizer.step()
-    return {"state": _state(model), "loss": float(loss.item())}
+    return {"state": parameter_vector(model), "loss": float(loss.item())}
 
 
 def reference_step(case: StepCase, inputs: dict[str, Any]) -> dict[str, Any]:
@@ -231,7 +159,7 @@ def reference_step(case: StepCase, inputs: dict[str, Any]) -> dict[str, Any]:
             mistakes["predicted labels in the loss"] = _step(
                 inputs, case, craft="predicted", loss_labels="predicted"
             )
-    before = _state(inputs["model"])
+    before = parameter_vector(inputs["model"])
     return {
         "x": inputs["x"].numpy(),
         "ref": ref,

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from course_adv import attacks
-from course_adv.grading.digits import DigitCase, one_thread
+from course_adv.grading.digits import TrainingStepCase, fresh_copy, one_thread, parameter_vector
 from course_adv.grading.spec import (
     Exercise,
     GradedFunction,
@@ -49,7 +48,6 @@ from course_adv.grading.spec import (
     as_float,
     bounded,
     error_feedback,
-    one_of,
     scalar,
     type_name,
 )
@@ -60,13 +58,6 @@ from course_adv.grading.spec import (
 RELATIVE_TOL = {"float32": 2e-3, "float64": 1e-6}
 
 
-def bn_model() -> nn.Module:
-    """A small MLP with BatchNorm: where train and eval mode compute different things."""
-    return nn.Sequential(
-        nn.Flatten(), nn.Linear(784, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 10)
-    )
-
-
 def _flag(value: Any) -> bool:
     if type(value) is not bool:
         raise ValueError(f"must be true or false, got {value!r}")
@@ -74,15 +65,13 @@ def _flag(value: Any) -> bool:
 
 
 @dataclass(frozen=True, kw_only=True)
-class MinMaxCase(DigitCase):
+class MinMaxCase(TrainingStepCase):
     """A BatchNorm MLP (seeded, running averages warmed up on other digits), digits, the PGD
     settings (eps, step alpha, steps, random start) and the SGD step size."""
 
-    model: str = one_of("bn_mlp", default="bn_mlp")
     alpha: float = bounded(1e-4, 1)
     steps: int = bounded(1, 20, integer=True)
     random_start: bool = field(default=False, metadata={"check": _flag})
-    lr: float = bounded(1e-4, 1, default=0.1)
 
     def describe(self) -> str:
         digits = "digit" if self.n == 1 else "digits"
@@ -91,66 +80,6 @@ class MinMaxCase(DigitCase):
             f"BatchNorm MLP, {self.dtype}, eps={self.eps:g}, {self.steps} steps of "
             f"{self.alpha:g}, {start}, lr={self.lr:g}, {self.n} {digits}"
         )
-
-    def _model(self) -> nn.Module:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
-            model = bn_model()
-        return model.to(getattr(torch, self.dtype))
-
-    def inputs(self) -> dict[str, Any]:
-        base = DigitCase(
-            function=self.function,
-            eps=self.eps,
-            seed=self.seed,
-            n=self.n,
-            dtype=self.dtype,
-            points=0,
-        ).inputs()
-        x, y = base["x"], base["y"]
-        model = self._model()
-        with torch.no_grad():  # running averages that differ from any one batch's statistics
-            model.train()
-            model(x.flip(0) * 0.5)
-        stale = [torch.randn(p.shape, generator=torch.Generator().manual_seed(self.seed + k)).to(p.dtype)
-                 for k, p in enumerate(model.parameters())]  # fmt: skip
-        return {"model": model.train(), "x": x, "y": y, "stale": stale}
-
-    def save_inputs(self, inputs: dict[str, Any], stem: Path) -> None:
-        torch.save(inputs["model"].state_dict(), f"{stem}.model.pt")
-        np.save(f"{stem}.x.npy", inputs["x"].numpy(), allow_pickle=False)
-        np.save(f"{stem}.y.npy", inputs["y"].numpy(), allow_pickle=False)
-        for k, grad in enumerate(inputs["stale"]):
-            np.save(f"{stem}.stale{k}.npy", grad.numpy(), allow_pickle=False)
-
-    def load_inputs(self, stem: Path) -> dict[str, Any]:
-        model = self._model()
-        model.load_state_dict(torch.load(f"{stem}.model.pt", weights_only=True))
-        dtype = getattr(torch, self.dtype)
-        stale = [
-            torch.from_numpy(np.load(f"{stem}.stale{k}.npy", allow_pickle=False)).to(dtype)
-            for k in range(len(list(model.parameters())))
-        ]
-        x = torch.from_numpy(np.load(f"{stem}.x.npy", allow_pickle=False)).to(dtype)
-        y = torch.from_numpy(np.load(f"{stem}.y.npy", allow_pickle=False)).long()
-        return {"model": model.train(), "x": x, "y": y, "stale": stale}
-
-
-def _fresh(inputs: dict[str, Any], lr: float) -> tuple[nn.Module, torch.optim.Optimizer]:
-    """A copy of the case model in train mode, and an SGD optimiser holding stale gradients.
-    (Built on a forked random stream: grading leaves the caller's stream as it was.)"""
-    with torch.random.fork_rng(devices=[]):
-        model = bn_model().to(inputs["x"].dtype)
-    model.load_state_dict(inputs["model"].state_dict())
-    model.train()
-    for p, grad in zip(model.parameters(), inputs["stale"], strict=True):
-        p.grad = grad.clone()
-    return model, torch.optim.SGD(model.parameters(), lr=lr)
-
-
-def _state(model: nn.Module) -> np.ndarray:
-    """Every parameter, flattened into one float64 vector."""
-    return torch.cat([p.detach().double().flatten() for p in model.parameters()]).numpy()
 
 
 def _buffers(model: nn.Module) -> np.ndarray:
@@ -163,14 +92,14 @@ def _buffers(model: nn.Module) -> np.ndarray:
 def call_step(fn: Callable, case: MinMaxCase, inputs: dict[str, Any]) -> tuple[dict, dict]:
     """``fn(model, optimizer, x, y, eps, alpha, steps, random_start)`` on a seeded random
     stream (the caller's comes back as it was); the model's state and mode come back."""
-    model, optimizer = _fresh(inputs, case.lr)
+    model, optimizer = fresh_copy(inputs, case.lr)
     x = inputs["x"].clone()
     args = (case.eps, case.alpha, case.steps, case.random_start)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(case.seed)
         result = fn(model, optimizer, x, inputs["y"].clone(), *args)
     facts = {"type": type_name(result), "loss": scalar(result), "training": bool(model.training)}
-    arrays = {"state": _state(model), "buffers": _buffers(model), "x_after": as_array(x)}
+    arrays = {"state": parameter_vector(model), "buffers": _buffers(model), "x_after": as_array(x)}
     return facts, arrays
 
 
@@ -214,7 +143,7 @@ def _step(
 ):
     """The reference step (``library=True``: the inner max by ``course_adv.attacks.pgd``), or
     one of the typical mistakes, on a fresh copy of the case model and optimiser."""
-    model, optimizer = _fresh(inputs, case.lr)
+    model, optimizer = fresh_copy(inputs, case.lr)
     x, y = inputs["x"], inputs["y"]
     random_start = case.random_start if random_start is None else random_start
     with torch.random.fork_rng(devices=[]):
@@ -240,7 +169,11 @@ def _step(
         optimizer.zero_grad()
     loss.backward()
     optimizer.step()
-    return {"state": _state(model), "buffers": _buffers(model), "loss": float(loss.item())}
+    return {
+        "state": parameter_vector(model),
+        "buffers": _buffers(model),
+        "loss": float(loss.item()),
+    }
 
 
 def reference_step(case: MinMaxCase, inputs: dict[str, Any]) -> dict[str, Any]:
@@ -259,12 +192,12 @@ def reference_step(case: MinMaxCase, inputs: dict[str, Any]) -> dict[str, Any]:
             "random start": _step(inputs, case, random_start=not case.random_start),
             "clean loss": _step(inputs, case, clean=True),
         }
-    model, _ = _fresh(inputs, case.lr)
+    model, _ = fresh_copy(inputs, case.lr)
     return {
         "x": inputs["x"].numpy(),
         "ref": ref,
         "mistakes": mistakes,
-        "before": _state(model),
+        "before": parameter_vector(model),
     }
 
 
