@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from course_adv.data import load_data
-from course_adv.grading.digits import DigitCase, class_means, one_thread
+from course_adv.grading.digits import DigitCase, bn_model, class_means, one_thread
 from course_adv.grading.spec import (
     Exercise,
     GradedFunction,
@@ -56,13 +56,6 @@ from course_adv.training import EnsembleAdversarial
 
 N_STATIC = 2
 STATIC_NAMES = ("static[0], the linear model", "static[1], the small CNN")
-
-
-def bn_model() -> nn.Module:
-    """The model being trained: a small MLP with BatchNorm (train and eval mode differ)."""
-    return nn.Sequential(
-        nn.Flatten(), nn.Linear(784, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 10)
-    )
 
 
 def static_models(seed: int) -> list[nn.Module]:
